@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PY      := .venv/bin/python
+REQ_SUM := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP   := .venv/.installed-$(REQ_SUM)
+HOST    ?= 127.0.0.1
+PORT    ?= 8050
+WORKERS ?= 4
+
+.PHONY: install data browser run serve test test-fast bench screenshots clean-store
+
+install: $(STAMP)
+
+# Keyed on the content of requirements.txt: a second `make install` does nothing until it changes.
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@rm -f .venv/.installed-*
+	@touch $@
+
+data: install
+	$(PY) -m training.data
+
+# Debian's Chromium for the browser tests and screenshots; never a browser a tool downloads itself.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium (Debian package) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+run: data
+	$(PY) -m training.grid training/grids/seeds.yaml
+	$(PY) -m dashboard --host $(HOST) --port $(PORT)
+
+serve: data
+	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: data browser
+	$(PY) -m pytest -q
+
+test-fast: data
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+bench: data
+	$(PY) benchmarks/grid_throughput.py
+	$(PY) benchmarks/dashboard_latency.py
+
+screenshots: data browser
+	$(PY) -m dashboard.screenshots docs/screenshots

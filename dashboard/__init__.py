@@ -1,0 +1,1 @@
+"""The Dash app that reads the MLflow store: runs, comparisons, run diagnostics and neurons."""

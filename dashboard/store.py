@@ -1,0 +1,187 @@
+"""The dashboard's read side: every query to the MLflow store goes through here.
+
+It never writes, except neuron names and notes (see `set_neuron_label`).
+A finished run's artifacts and metrics never change, so they are cached by run
+id (and epoch); a running run's are read fresh.  Snapshots load with
+`allow_pickle=False`: nothing in the store is ever unpickled.
+"""
+import functools
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from training import contract as C
+from training.tracking import tracking_uri
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+MAX_RUNS = 5000
+
+
+class StoreError(Exception):
+    """Something the user asked for is not in the store (or malformed).  Shown on the page as a message."""
+
+
+class _LRU:
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        return None
+
+    def put(self, key, value):
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+
+_finished_cache = _LRU(512)
+
+
+@functools.lru_cache(maxsize=1)
+def _client_for(uri: str) -> MlflowClient:
+    return MlflowClient(uri)
+
+
+def client() -> MlflowClient:
+    return _client_for(tracking_uri())
+
+
+def experiments() -> list[dict]:
+    """Active experiments that hold at least one run, newest first."""
+    exps = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["creation_time DESC"])
+    return [{"id": e.experiment_id, "name": e.name} for e in exps]
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise StoreError(f"'{str(run_id)[:64]}' is not a run id (32 hex characters)")
+    return run_id
+
+
+def get_run(run_id: str):
+    """The run, or StoreError if it is unknown, malformed or deleted."""
+    check_run_id(run_id)
+    try:
+        run = client().get_run(run_id)
+    except MlflowException:
+        raise StoreError(f"run {run_id} is not in the store") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise StoreError(f"run {run_id} was deleted")
+    return run
+
+
+def is_finished(run) -> bool:
+    return run.info.status in TERMINAL
+
+
+def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
+    """Runs matching MLflow's search syntax.  A bad filter raises StoreError with MLflow's own message."""
+    runs, token = [], None
+    try:
+        while len(runs) < MAX_RUNS:
+            page = client().search_runs(experiment_ids, filter_string or "", ViewType.ACTIVE_ONLY,
+                                        max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    except MlflowException as e:
+        raise StoreError(f"bad filter: {e.message}") from None
+    return runs
+
+
+def runs_frame(runs: list) -> pd.DataFrame:
+    """One row per run: identity, status, params (params.*), latest metrics (metrics.*), times."""
+    rows = []
+    for r in runs:
+        row = {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+               "experiment_id": r.info.experiment_id,
+               "parent_run_id": r.data.tags.get(C.TAG_PARENT_RUN_ID),
+               "is_grid_parent": r.data.tags.get(C.TAG_GRID_PARENT) == "true",
+               "start_time": pd.to_datetime(r.info.start_time, unit="ms") if r.info.start_time else pd.NaT,
+               "duration_s": ((r.info.end_time or 0) - r.info.start_time) / 1000
+               if r.info.end_time and r.info.start_time else None}
+        row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_history(run_id: str, key: str) -> pd.DataFrame:
+    """(step, value) for one metric, sorted by step; empty if the run never logged it."""
+    run = get_run(run_id)
+    cache_key = ("metric", run_id, key)
+    if is_finished(run) and (hit := _finished_cache.get(cache_key)) is not None:
+        return hit
+    hist = client().get_metric_history(run_id, key)
+    df = pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]})
+    df = df.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+    return _finished_cache.put(cache_key, df) if is_finished(run) else df
+
+
+def snapshot_epochs(run_id: str) -> list[int]:
+    """Epochs that have a snapshot artifact, ascending; [] for runs without snapshots."""
+    run = get_run(run_id)
+    cache_key = ("snapshots", run_id)
+    if is_finished(run) and (hit := _finished_cache.get(cache_key)) is not None:
+        return hit
+    try:
+        files = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
+    except Exception:
+        files = []
+    epochs = sorted(e for f in files if (e := C.snapshot_epoch(f.path)) is not None)
+    return _finished_cache.put(cache_key, epochs) if is_finished(run) else epochs
+
+
+def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
+    """One epoch's snapshot arrays.  StoreError if that epoch has no snapshot."""
+    if epoch not in snapshot_epochs(run_id):
+        raise StoreError(f"run {run_id} has no snapshot for epoch {epoch}")
+    cache_key = ("snapshot", run_id, epoch)
+    if (hit := _finished_cache.get(cache_key)) is not None:
+        return hit
+    with tempfile.TemporaryDirectory() as tmp:
+        # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
+        local = client().download_artifacts(run_id, C.snapshot_path(int(epoch)), tmp)
+        with np.load(local, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    return _finished_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
+
+
+def layer_names(run) -> list[str]:
+    """The run's weight layers, input to output, from its params (empty for foreign runs)."""
+    value = run.data.params.get(C.PARAM_LAYERS, "")
+    return [v for v in value.split(",") if v]
+
+
+@functools.lru_cache(maxsize=1)
+def test_set() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test images (10000, 28, 28) uint8 and labels, verified, in the order predictions are logged."""
+    from training.data import load
+    data = load()
+    images = (data.test_x.reshape(-1, 28, 28).numpy() * 255).round().astype(np.uint8)
+    return images, data.test_y.numpy()
+
+
+def set_neuron_label(run_id: str, layer: int, unit: int, name: str | None = None, note: str | None = None) -> None:
+    """The dashboard's only write: a unit's name or note, as tags on the run shown."""
+    get_run(run_id)
+    if name is not None:
+        client().set_tag(run_id, C.neuron_name_tag(layer, unit), name[:200])
+    if note is not None:
+        client().set_tag(run_id, C.neuron_note_tag(layer, unit), note[:5000])

@@ -1,0 +1,197 @@
+"""Models: K networks of one architecture stacked into single tensors, and plain nn.Modules.
+
+Training always runs on a stack of K models (K = 1 for a single run): every
+parameter has a leading model axis, MLP layers are one `baddbmm` for all K, and
+the CNN's convolutions are grouped by model.  Each model keeps its own init
+and, in the engine, its own data order, so a model trained in a stack of K
+computes what it would compute alone.
+
+`to_module` turns one slice of the stack into an ordinary nn.Module (nn.Linear
+weights are (out, in)) for `mlflow.pytorch.log_model` and for users.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import N_CLASSES, RunConfig
+
+CNN_CHANNELS = (16, 32)
+CNN_KERNEL = 3
+CNN_FLAT = CNN_CHANNELS[1] * 5 * 5  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
+
+ACTIVATION_FNS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    kind: str  # "linear" or "conv"
+    weight_shape: tuple[int, ...]  # PyTorch's own layout: (out, in) or (out, in, kh, kw)
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.weight_shape[1:])
+
+    @property
+    def units(self) -> int:
+        return self.weight_shape[0]
+
+
+def layers_of(config: RunConfig) -> list[Layer]:
+    """The network's weight layers, input to output.  Every layer but the last is hidden."""
+    if config.arch == "cnn":
+        c1, c2 = CNN_CHANNELS
+        return [Layer("conv1", "conv", (c1, 1, CNN_KERNEL, CNN_KERNEL)),
+                Layer("conv2", "conv", (c2, c1, CNN_KERNEL, CNN_KERNEL)),
+                Layer("fc", "linear", (N_CLASSES, CNN_FLAT))]
+    s = config.sizes
+    return [Layer(f"fc{i + 1}", "linear", (s[i + 1], s[i])) for i in range(len(s) - 1)]
+
+
+def n_params(config: RunConfig) -> int:
+    return sum(math.prod(l.weight_shape) + l.units for l in layers_of(config))
+
+
+def init_params(config: RunConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One model's parameters in PyTorch layout, drawn from `generator` in a fixed order.
+
+    Default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, which is
+    what nn.Linear and nn.Conv2d do.  With init_std: weights ~ N(0, init_std), biases 0.
+    """
+    params = {}
+    for layer in layers_of(config):
+        if config.init_std is None:
+            bound = 1.0 / math.sqrt(layer.fan_in)
+            w = torch.empty(layer.weight_shape).uniform_(-bound, bound, generator=generator)
+            b = torch.empty(layer.units).uniform_(-bound, bound, generator=generator)
+        else:
+            w = torch.empty(layer.weight_shape).normal_(0.0, config.init_std, generator=generator)
+            b = torch.zeros(layer.units)
+        params[f"{layer.name}.weight"] = w
+        params[f"{layer.name}.bias"] = b
+    return params
+
+
+class StackedNet:
+    """K models of one architecture.  Parameters are leaf tensors with a leading model axis.
+
+    Linear weights are stored transposed, (K, in, out), so a layer is one baddbmm.
+    """
+
+    def __init__(self, config: RunConfig, per_model: list[dict[str, torch.Tensor]]):
+        self.config = config
+        self.layers = layers_of(config)
+        self.k = len(per_model)
+        self.act = ACTIVATION_FNS[config.activation]
+        self.params: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            w = torch.stack([p[f"{layer.name}.weight"] for p in per_model])
+            b = torch.stack([p[f"{layer.name}.bias"] for p in per_model])
+            if layer.kind == "linear":
+                w, b = w.transpose(1, 2).contiguous(), b.unsqueeze(1)
+            self.params[f"{layer.name}.weight"] = w.requires_grad_()
+            self.params[f"{layer.name}.bias"] = b.requires_grad_()
+
+    def weight(self, name: str) -> torch.Tensor:
+        return self.params[f"{name}.weight"]
+
+    def model_params(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's parameters in PyTorch layout (detached copies)."""
+        out = {}
+        for layer in self.layers:
+            w = self.params[f"{layer.name}.weight"][k].detach()
+            b = self.params[f"{layer.name}.bias"][k].detach()
+            if layer.kind == "linear":
+                w, b = w.t(), b.squeeze(0)
+            out[f"{layer.name}.weight"] = w.contiguous().clone()
+            out[f"{layer.name}.bias"] = b.contiguous().clone()
+        return out
+
+    def forward(self, x: torch.Tensor, keep_hidden: bool = False):
+        """x: (K, B, 784).  Returns logits (K, B, 10) and, if asked, each hidden layer's activations.
+
+        Hidden activations are (K, B, units) for linear layers and (K, B, C, H, W) for conv layers.
+        """
+        hidden = []
+        if self.config.arch == "cnn":
+            k, b = x.shape[0], x.shape[1]
+            h = x.permute(1, 0, 2).reshape(b, k, 28, 28)
+            for name in ("conv1", "conv2"):
+                w = self.params[f"{name}.weight"]
+                h = F.conv2d(h, w.flatten(0, 1), self.params[f"{name}.bias"].flatten(), groups=k)
+                h = self.act(h)
+                if keep_hidden:
+                    # grouped conv orders channels model by model: (B, K*C, H, W) -> (K, B, C, H, W)
+                    hidden.append(h.reshape(b, k, -1, *h.shape[2:]).transpose(0, 1))
+                h = F.max_pool2d(h, 2)
+            h = h.reshape(b, k, -1).transpose(0, 1)
+            logits = torch.baddbmm(self.params["fc.bias"], h, self.params["fc.weight"])
+            return logits, hidden
+        h = x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = torch.baddbmm(self.params[f"{layer.name}.bias"], h, self.params[f"{layer.name}.weight"])
+            if i < last:
+                h = self.act(h)
+                if keep_hidden:
+                    hidden.append(h)
+        return h, hidden
+
+
+def output_probs(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """What the network outputs per class: softmax for cross-entropy, sigmoid for Nielsen's quadratic cost."""
+    return torch.softmax(logits, -1) if loss == "cross_entropy" else torch.sigmoid(logits)
+
+
+def per_model_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean loss over the batch, one value per model: (K, B, 10), (K, B) -> (K,)."""
+    if loss == "cross_entropy":
+        logp = torch.log_softmax(logits, -1)
+        return -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+    # Nielsen's quadratic cost: C_x = 0.5 * ||sigmoid(z) - onehot(y)||^2, averaged over the batch.
+    target = F.one_hot(y, N_CLASSES).to(logits.dtype)
+    return 0.5 * (torch.sigmoid(logits) - target).pow(2).sum(-1).mean(1)
+
+
+class MLP(nn.Module):
+    def __init__(self, sizes: tuple[int, ...], activation: str):
+        super().__init__()
+        self.act = ACTIVATION_FNS[activation]
+        for i in range(len(sizes) - 1):
+            self.add_module(f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1]))
+        self.n_layers = len(sizes) - 1
+
+    def forward(self, x):
+        h = x.flatten(1)
+        for i in range(1, self.n_layers + 1):
+            h = getattr(self, f"fc{i}")(h)
+            if i < self.n_layers:
+                h = self.act(h)
+        return h
+
+
+class CNN(nn.Module):
+    """Conv(1->16, 3) -> pool -> Conv(16->32, 3) -> pool -> Linear(800 -> 10)."""
+
+    def __init__(self, activation: str):
+        super().__init__()
+        self.act = ACTIVATION_FNS[activation]
+        self.conv1 = nn.Conv2d(1, CNN_CHANNELS[0], CNN_KERNEL)
+        self.conv2 = nn.Conv2d(CNN_CHANNELS[0], CNN_CHANNELS[1], CNN_KERNEL)
+        self.fc = nn.Linear(CNN_FLAT, N_CLASSES)
+
+    def forward(self, x):
+        h = x.reshape(-1, 1, 28, 28)
+        h = F.max_pool2d(self.act(self.conv1(h)), 2)
+        h = F.max_pool2d(self.act(self.conv2(h)), 2)
+        return self.fc(h.flatten(1))
+
+
+def to_module(config: RunConfig, params: dict[str, torch.Tensor]) -> nn.Module:
+    """A plain nn.Module holding one model's parameters; outputs logits for (N, 784) input."""
+    module = CNN(config.activation) if config.arch == "cnn" else MLP(config.sizes, config.activation)
+    module.load_state_dict(params)
+    return module.eval()

@@ -1,0 +1,167 @@
+"""Writing runs to MLflow: the store, the experiment, and one MLflow run per model of a cohort.
+
+All writes go through MlflowClient with explicit run ids, so a cohort of K
+models logs K runs side by side.  SQLite writes retry on "database is locked"
+so several trainers can share the default store.
+"""
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from training import contract as C
+from training.config import RunConfig
+from training.data import Mnist, raw_dir
+from training.errors import UserError
+from training.models import layers_of, n_params, to_module
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORE = REPO_ROOT / "mlflow_runs"
+SQLITE_TIMEOUT_S = 60
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}?timeout={SQLITE_TIMEOUT_S}"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set; otherwise the embedded store in mlflow_runs/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def uses_default_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def client() -> MlflowClient:
+    import mlflow
+    uri = tracking_uri()
+    if uses_default_store():
+        DEFAULT_STORE.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def retry(fn, *args, attempts: int = 8, **kwargs):
+    """Call an MLflow write, retrying with backoff on transient store errors (locked SQLite, a restarting server)."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            transient = "locked" in str(e) or "busy" in str(e) or isinstance(e, (sqlite3.OperationalError, ConnectionError))
+            transient = transient or "Connection" in type(e).__name__ or "max retries" in str(e).lower()
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
+    """Get or create the experiment; creating it gives it an artifact root under mlflow_runs/ in the default store."""
+    try:
+        exp = mlflow_client.get_experiment_by_name(name)
+    except Exception as e:
+        raise UserError(f"cannot reach the MLflow store at {tracking_uri()}: {str(e).splitlines()[0][:200]}") from e
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"experiment '{name}' is deleted in the store; restore it or pick another --experiment")
+        return exp.experiment_id
+    location = (DEFAULT_STORE / "artifacts").as_uri() if uses_default_store() else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:
+        exp = mlflow_client.get_experiment_by_name(name)  # another process created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def run_params(config: RunConfig, data: Mnist) -> dict[str, str]:
+    params = config.as_params()
+    params[C.PARAM_ARCH] = config.arch_name
+    params[C.PARAM_N_PARAMS] = str(n_params(config))
+    params[C.PARAM_DATASET] = C.DATASET_NAME
+    params[C.PARAM_LAYERS] = ",".join(l.name for l in layers_of(config))
+    for name, digest in data.sha256.items():
+        params[C.PARAM_SHA256_PREFIX + name] = digest
+    return params
+
+
+def _dataset_input(data: Mnist) -> DatasetInput:
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    digest = "".join(d[:2] for d in sorted(data.sha256.values()))
+    ds = MetaDataset(LocalArtifactDatasetSource(str(raw_dir(data.root).resolve())), name=C.DATASET_NAME, digest=digest)
+    return DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train+test")])
+
+
+class MlflowSink:
+    """One MLflow run per model of a cohort; receives the engine's epochs."""
+
+    def __init__(self, mlflow_client: MlflowClient, configs: list[RunConfig], data: Mnist,
+                 extra_tags: list[dict[str, str]] | None = None):
+        self.client, self.configs = mlflow_client, configs
+        self.run_ids: list[str] = []
+        self.open: set[int] = set()
+        self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
+        dataset = _dataset_input(data)
+        for k, config in enumerate(configs):
+            exp = experiment_id(mlflow_client, config.experiment)
+            tags = {C.TAG_CONFIG_HASH: config.config_hash, **((extra_tags or [{}] * len(configs))[k])}
+            run = retry(mlflow_client.create_run, exp, run_name=config.display_name, tags=tags)
+            rid = run.info.run_id
+            self.run_ids.append(rid)
+            self.open.add(k)
+            params = [Param(key, value) for key, value in run_params(config, data).items()]
+            retry(mlflow_client.log_batch, rid, params=params)
+            retry(mlflow_client.log_inputs, rid, datasets=[dataset])
+
+    def log_epoch(self, k, epoch, metrics, snapshot):
+        rid = self.run_ids[k]
+        ts = int(time.time() * 1000)
+        retry(self.client.log_batch, rid, metrics=[Metric(key, value, ts, epoch) for key, value in metrics.items()])
+        if snapshot is not None:
+            path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **snapshot)
+            retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
+            path.unlink()
+
+    def fail(self, k, reason):
+        self._end(k, "FAILED", reason)
+
+    def finish(self, params_per_model) -> None:
+        """Log each surviving model and end its run FINISHED."""
+        for k, params in enumerate(params_per_model):
+            if params is not None and k in self.open:
+                log_model(self.run_ids[k], self.configs[k], params)
+                self._end(k, "FINISHED")
+
+    def kill_open(self, reason: str) -> None:
+        for k in sorted(self.open):
+            self._end(k, "KILLED", reason)
+
+    def _end(self, k, status, reason=None):
+        if k not in self.open:
+            return
+        rid = self.run_ids[k]
+        if reason:
+            retry(self.client.set_tag, rid, C.TAG_FAILURE_REASON, reason)
+        retry(self.client.set_terminated, rid, status)
+        self.open.discard(k)
+
+
+def log_model(run_id: str, config: RunConfig, params) -> None:
+    """The final model as an MLflow PyTorch model (safe pt2 format), attached to its run."""
+    import mlflow
+    import torch
+    module = to_module(config, params)
+    example = np.zeros((2, 784), dtype=np.float32)  # batch > 1 keeps the exported batch dim dynamic
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        retry(mlflow.pytorch.log_model, module, name=C.MODEL_NAME, input_example=example,
+              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

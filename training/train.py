@@ -1,0 +1,84 @@
+"""Train one network on MNIST and log it to MLflow.
+
+    python -m training.train --sizes 784,30,10 --activation sigmoid --loss mse \
+        --lr 3.0 --batch-size 10 --epochs 30
+"""
+import argparse
+import signal
+import sys
+import time
+from dataclasses import fields
+
+from tqdm import tqdm
+
+from training import data as mnist
+from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, RunConfig
+from training.engine import total_steps, train_cohort
+from training.errors import exit_on_user_error
+from training.tracking import MlflowSink, client
+
+
+def parse_args(argv=None) -> RunConfig:
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=",".join(map(str, d.sizes)), help="MLP layer sizes (default %(default)s)")
+    p.add_argument("--arch", choices=("mlp", "cnn"), default=d.arch, help="cnn ignores --sizes")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=d.activation)
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="mse is Nielsen's quadratic cost on a sigmoid output")
+    p.add_argument("--init-std", type=float, default=None, help="weights ~ N(0, std), biases 0 (default: PyTorch init)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-size", type=int, default=d.train_size, help="use the first N training images")
+    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every, help="weight snapshot every K epochs")
+    p.add_argument("--experiment", default=d.experiment)
+    p.add_argument("--run-name", default=None)
+    args = vars(p.parse_args(argv))
+    known = {f.name for f in fields(RunConfig)}
+    return RunConfig.from_dict({k: v for k, v in args.items() if k in known}, where="command line")
+
+
+def install_sigterm_as_interrupt() -> None:
+    """SIGTERM ends runs the way Ctrl-C does: KILLED, with what was logged kept."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv=None) -> int:
+    config = parse_args(argv)
+    data = mnist.load(train_size=config.train_size)  # verifies first: no run exists until the data is good
+    mlflow_client = client()
+    sink = MlflowSink(mlflow_client, [config], data)
+    run_id = sink.run_ids[0]
+    print(f"run {run_id}: {config.display_name}, {config.epochs} epochs on {config.train_size} images")
+    install_sigterm_as_interrupt()
+    start = time.perf_counter()
+    try:
+        with tqdm(total=total_steps(config), unit="step", unit_scale=True, desc="training") as bar:
+            result = train_cohort([config], data, sink, progress=bar)
+        sink.finish(result.params)
+    except KeyboardInterrupt:
+        sink.kill_open("interrupted (Ctrl-C or SIGTERM)")
+        print(f"\ninterrupted: run {run_id} ended KILLED; what it logged is kept", file=sys.stderr)
+        return 130
+    except BaseException as e:
+        sink.kill_open(f"crashed: {type(e).__name__}: {e}")
+        raise
+    wall = time.perf_counter() - start
+    status = mlflow_client.get_run(run_id).info.status
+    history = mlflow_client.get_metric_history(run_id, "test_acc")
+    acc = max(history, key=lambda m: m.step).value if history else float("nan")
+    print(f"run_id={run_id} status={status} test_acc={acc:.4f} wall={wall:.1f}s")
+    if status == "FAILED":
+        reason = mlflow_client.get_run(run_id).data.tags.get("failure_reason", "")
+        print(f"error: run FAILED: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
