@@ -1,0 +1,163 @@
+"""Shared fixtures.
+
+- Every test gets its own SQLite MLflow store in tmp_path (MLflow's own tests do the same).
+- `trained_store`: one session-wide store with real short training runs on real MNIST,
+  plus a "foreign" run logged by a plain script, for the dashboard tests.
+- `dashboard_url`: a real dashboard server (python -m dashboard) on a free loopback port over that store.
+- `page`: a Playwright page in Debian's headless Chromium that records console errors.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{path}/mlflow.db?timeout=60"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch, request):
+    """Point tracking at a fresh store unless the test asks for the shared trained one."""
+    if "trained_store" not in request.fixturenames and "dashboard_url" not in request.fixturenames:
+        store = tmp_path / "mlruns"
+        store.mkdir()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(store))
+    yield
+
+
+def _short_configs():
+    from training.config import RunConfig
+    common = dict(train_size=2000, epochs=2, experiment="dash-tests")
+    return [
+        RunConfig(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=3.0, batch_size=10, **common),
+        RunConfig(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=1.0, batch_size=10, seed=1, **common),
+        RunConfig(sizes=(784, 16, 16, 10), activation="relu", loss="cross_entropy", optimizer="adam", lr=0.01,
+                  batch_size=32, **common),
+        RunConfig(arch="cnn", activation="relu", loss="cross_entropy", optimizer="adam", lr=0.01, batch_size=32,
+                  train_size=1000, epochs=1, experiment="dash-tests"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory):
+    """A store with real short runs (2 MLP cohorts and a CNN) and one foreign run.  Returns its tracking URI.
+
+    Run ids: store.run_ids["sigmoid"], ["sigmoid_b"], ["relu"], ["cnn"], ["foreign"].
+    """
+    from training.data import load
+    from training.engine import cohort_key, train_cohort
+    from training.tracking import MlflowSink, client
+
+    root = tmp_path_factory.mktemp("trained-store")
+    uri = sqlite_uri(root)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        data = load()
+        c = client()
+        configs = _short_configs()
+        ids = []
+        groups: dict = {}
+        for cfg in configs:
+            groups.setdefault(cohort_key(cfg), []).append(cfg)
+        by_config = {}
+        for cohort in groups.values():
+            sink = MlflowSink(c, cohort, data)
+            sink.finish(train_cohort(cohort, data, sink).params)
+            by_config.update(zip(cohort, sink.run_ids))
+        ids = [by_config[cfg] for cfg in configs]
+        import mlflow
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("foreign")
+        with mlflow.start_run(run_name="plain script") as run:
+            mlflow.log_metric("accuracy", 0.5)
+        foreign = run.info.run_id
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+    class Store:
+        tracking_uri = uri
+        run_ids = {"sigmoid": ids[0], "sigmoid_b": ids[1], "relu": ids[2], "cnn": ids[3], "foreign": foreign}
+    return Store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} did not come up in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(trained_store):
+    """A real dashboard server over the trained store.  Yields its base URL (no trailing slash)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.tracking_uri, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if "Traceback" in (out or ""):
+            print(out[-5000:])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: run `make browser` (Debian's chromium package)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh 1280x800 page; page.console_errors collects console errors and page errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.console_errors = []
+    pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))
+    yield pg
+    context.close()
+
+
+def assert_no_dash_errors(pg) -> None:
+    """No console errors and no Dash error pop-up (the dev-tools error badge or a callback error)."""
+    assert pg.console_errors == [], pg.console_errors
+    assert pg.locator(".dash-fe-error__title").count() == 0
