@@ -1,0 +1,1 @@
+"""Analytics over arrays (health checks, neuron statistics, loss landscape).  Nothing here imports Dash."""
