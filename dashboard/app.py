@@ -2,16 +2,28 @@
 from pathlib import Path
 
 import dash
-from dash import Dash, dcc, html
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
 app = Dash(__name__, use_pages=True, pages_folder=str(Path(__file__).parent / "pages"),
            title="MNIST Lab", suppress_callback_exceptions=True)
 server = app.server
 
 app.layout = html.Div([
+    # The theme choice lives in the browser (localStorage): a per-person preference, not part of a shared URL.
+    dcc.Store(id="app-theme", storage_type="local", data="light"),
     html.Header([
         dcc.Link("MNIST Lab", href="/", className="brand"),
-        html.Nav([dcc.Link("Runs", href="/")], className="nav"),
+        html.Nav([dcc.Link("Runs", href="/", className="nav-link")], className="nav"),
+        html.Button("Dark", id="app-theme-toggle", className="theme-toggle", n_clicks=0,
+                    title="Switch between light and dark theme"),
     ], className="topbar"),
     html.Main(dash.page_container, className="page"),
 ])
+
+app.clientside_callback(
+    ClientsideFunction(namespace="mnistlab", function_name="toggleTheme"),
+    Output("app-theme", "data"), Input("app-theme-toggle", "n_clicks"), State("app-theme", "data"),
+    prevent_initial_call=True)
+app.clientside_callback(
+    ClientsideFunction(namespace="mnistlab", function_name="applyTheme"),
+    Output("app-theme-toggle", "children"), Input("app-theme", "data"))

@@ -49,7 +49,8 @@ class _LRU:
         return value
 
 
-_finished_cache = _LRU(512)
+_finished_cache = _LRU(20_000)  # metric histories and snapshot lists: small, and a 1,000-run page reads one per run
+_snapshot_cache = _LRU(256)  # snapshot arrays: up to a few MB each, so far fewer
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,15 +123,57 @@ def runs_frame(runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _history_frame(hist) -> pd.DataFrame:
+    df = pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]},
+                      columns=["step", "value"]).astype({"step": "int64", "value": "float64"})
+    return df.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+
+
+def get_runs(run_ids: list[str]) -> tuple[list, list[str]]:
+    """The runs that exist, in the order asked (duplicates dropped), and one message per id that does not."""
+    runs, problems = [], []
+    for rid in dict.fromkeys(run_ids):
+        try:
+            runs.append(get_run(rid))
+        except StoreError as e:
+            problems.append(str(e))
+    return runs, problems
+
+
+def metric_histories(runs: list, keys) -> pd.DataFrame:
+    """Long frame (run_id, key, step, value) of several metrics for several runs, in one call.
+
+    Takes Run objects (from search_runs or get_runs) so it needs no extra get_run per read;
+    a key a run never logged is skipped without a query.  Finished runs' histories come from the cache.
+    """
+    keys = list(keys)
+    parts = []
+    for run in runs:
+        rid, finished = run.info.run_id, is_finished(run)
+        for key in keys:
+            if key not in run.data.metrics:
+                continue
+            cache_key = ("metric", rid, key)
+            df = _finished_cache.get(cache_key) if finished else None
+            if df is None:
+                df = _history_frame(client().get_metric_history(rid, key))
+                if finished:
+                    _finished_cache.put(cache_key, df)
+            if not df.empty:
+                parts.append(df.assign(run_id=rid, key=key))
+    if not parts:
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "key": pd.Series(dtype=str),
+                             "step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64")})
+    return pd.concat(parts, ignore_index=True)[["run_id", "key", "step", "value"]]
+
+
 def metric_history(run_id: str, key: str) -> pd.DataFrame:
     """(step, value) for one metric, sorted by step; empty if the run never logged it."""
     run = get_run(run_id)
     cache_key = ("metric", run_id, key)
     if is_finished(run) and (hit := _finished_cache.get(cache_key)) is not None:
         return hit
-    hist = client().get_metric_history(run_id, key)
-    df = pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]})
-    df = df.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+    df = _history_frame(client().get_metric_history(run_id, key))
     return _finished_cache.put(cache_key, df) if is_finished(run) else df
 
 
@@ -153,14 +196,14 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
     if epoch not in snapshot_epochs(run_id):
         raise StoreError(f"run {run_id} has no snapshot for epoch {epoch}")
     cache_key = ("snapshot", run_id, epoch)
-    if (hit := _finished_cache.get(cache_key)) is not None:
+    if (hit := _snapshot_cache.get(cache_key)) is not None:
         return hit
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
         local = client().download_artifacts(run_id, C.snapshot_path(int(epoch)), tmp)
         with np.load(local, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    return _finished_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
+    return _snapshot_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
 
 
 def layer_names(run) -> list[str]:

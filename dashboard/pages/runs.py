@@ -1,41 +1,154 @@
-"""Runs (/): every run of an experiment in a sortable, filterable table."""
+"""Runs (/): every run of an experiment in a sortable table, an MLflow filter, and the grid review.
+
+The URL holds the view (`/?experiment=<id>&filter=<mlflow filter>`), so a reload, a bookmark or
+back/forward shows the same runs.  While any shown run is RUNNING, an Interval refreshes the
+table and figures; it switches itself off when none are.
+"""
+from urllib.parse import urlencode
+
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, callback, dcc, html
+from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import store
+from dashboard.views import runs_view as V
 
 dash.register_page(__name__, path="/", title="Runs · MNIST Lab")
 
-KEY_PARAMS = ["arch", "activation", "loss", "optimizer", "lr", "batch_size", "epochs", "seed"]
+LIVE_MS = 3000
+FILTER_EXAMPLE = "params.lr = '3.0' and metrics.test_acc > 0.9"
 
 
-def runs_table_rows(experiment_id: str, filter_string: str = "") -> list[dict]:
-    df = store.runs_frame(store.search_runs([experiment_id], filter_string))
-    if df.empty:
-        return []
-    out = df[["run_id", "name", "status"]].copy()
-    for p in KEY_PARAMS:
-        out[p] = df.get(f"params.{p}")
-    out["test_acc"] = df.get("metrics.test_acc")
-    return out.to_dict("records")
+HEADERS = {"activation": "act.", "optimizer": "optim.", "batch_size": "batch", "epochs": "epochs", "seed": "seed",
+           "lr": "lr", "loss": "loss"}
 
 
-def layout(**_query):
-    exps = store.experiments()
+def _columns() -> list[dict]:
+    pct = {"function": "formatPercent(params.value)"}
+    num = {"type": "numericColumn"}
+    return ([{"field": "name", "headerName": "run", "cellRenderer": "RunLink", "minWidth": 300, "flex": 1,
+              "tooltipField": "run_id", "filter": True},
+             {"field": "status", "width": 105, "cellClass": {"function": "'status-' + params.value"}},
+             {"field": "final_test_acc", "headerName": "final test acc", "valueFormatter": pct, "width": 120, **num},
+             {"field": "best_test_acc", "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
+            + [{"field": p, "headerName": HEADERS.get(p, p), "width": 80 if p in ("lr", "seed", "batch_size", "epochs") else 100}
+               for p in V.KEY_PARAMS if p != "arch"]
+            + [{"field": "duration_s", "headerName": "duration", "width": 105, **num,
+                "valueFormatter": {"function": "formatDuration(params.value)"}},
+               {"field": "start_time", "headerName": "start (UTC)", "width": 160, "sort": "desc"}])
+
+
+def layout(experiment: str | None = None, filter: str | None = None, **_query):  # noqa: A002 (URL key)
+    try:
+        exps = store.experiments()
+    except Exception as e:  # an unreachable store is the user's to fix, not a traceback
+        return html.Div([html.H2("Runs"), html.Div(f"Cannot read the MLflow store: {str(e).splitlines()[0][:300]}",
+                                                  className="message message-error")])
+    ids = [e["id"] for e in exps]
+    exp_id = experiment if experiment in ids else (ids[0] if ids else None)
+    filter_string = filter or ""
+    frame, message = _load(exp_id, filter_string)
+    if experiment and experiment not in ids:
+        message = f"Experiment '{experiment[:64]}' is not in the store; showing '{exps[0]['name']}'." if exps else message
+    params = V.varying_params(frame)
+    x, y = V.default_axes(params)
     return html.Div([
         html.H2("Runs"),
-        dcc.Dropdown(id="runs-experiment", options=[{"label": e["name"], "value": e["id"]} for e in exps],
-                     value=exps[0]["id"] if exps else None, clearable=False),
-        dag.AgGrid(id="runs-grid",
-                   columnDefs=[{"field": "name"}, {"field": "status"}]
-                   + [{"field": p} for p in KEY_PARAMS]
-                   + [{"field": "test_acc", "valueFormatter": {"function": "d3.format('.2%')(params.value)"}}],
-                   defaultColDef={"sortable": True, "filter": True, "resizable": True},
-                   rowData=[], getRowId="params.data.run_id", style={"height": "70vh"}),
+        html.Div([
+            html.Div(dcc.Dropdown(id="runs-experiment", value=exp_id, clearable=False,
+                                  options=[{"label": e["name"], "value": e["id"]} for e in exps]),
+                     style={"width": "240px"}),
+            dcc.Input(id="runs-filter", type="text", value=filter_string, debounce=True, className="filter-input grow",
+                      placeholder=f"MLflow filter, e.g. {FILTER_EXAMPLE}  (Enter to apply)"),
+            dcc.Link("Compare", id="runs-compare", href="/compare", className="button button-primary button-disabled"),
+        ], className="row"),
+        html.Div(message, id="runs-message", className="message message-error"),
+        html.Div(id="runs-summary", className="muted small", children=_summary(frame)),
+        dag.AgGrid(id="runs-grid", columnDefs=_columns(), rowData=V.table_rows(frame),
+                   getRowId="params.data.run_id",
+                   defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
+                   dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": True,
+                                                     "enableClickSelection": False},
+                                    "postSortRows": {"function": "keepChildrenUnderParents(params)"},
+                                    "tooltipShowDelay": 600, "animateRows": False},
+                   style=_grid_style(len(frame)), className="card"),
+        html.H3("Grid review"),
+        html.Div(dcc.Graph(id="runs-parallel", figure=V.parallel_figure(frame, params),
+                           config={"displaylogo": False}), className="card"),
+        html.Div([
+            html.Div([
+                html.Span("Heatmap:", className="muted"),
+                dcc.Dropdown(id="runs-heat-metric", clearable=False, style={"width": "210px"},
+                             options=[{"label": label, "value": k} for k, (label, _) in V.METRICS.items()],
+                             value="final_test_acc"),
+                html.Span("by y", className="muted"),
+                dcc.Dropdown(id="runs-heat-y", options=params, value=y, clearable=False, style={"width": "150px"}),
+                html.Span("and x", className="muted"),
+                dcc.Dropdown(id="runs-heat-x", options=params, value=x, clearable=False, style={"width": "150px"}),
+            ], className="row small"),
+            dcc.Graph(id="runs-heatmap", figure=V.heatmap_figure(frame, x, y), config={"displaylogo": False}),
+        ], className="card"),
+        dcc.Interval(id="runs-live", interval=LIVE_MS, disabled=not V.any_running(frame)),
     ])
 
 
-@callback(Output("runs-grid", "rowData"), Input("runs-experiment", "value"))
-def show_runs(experiment_id):
-    return runs_table_rows(experiment_id) if experiment_id else []
+def _load(experiment_id, filter_string):
+    if experiment_id is None:
+        return V.add_summaries(store.runs_frame([]), store.metric_histories([], [])), "The store has no experiments yet."
+    try:
+        return V.load_runs(experiment_id, filter_string), ""
+    except store.StoreError as e:
+        return V.add_summaries(store.runs_frame([]), store.metric_histories([], [])), str(e)
+
+
+def _grid_style(n_rows: int) -> dict:
+    """Tall enough for the rows up to ~12 of them, then it scrolls: no empty band under a short list."""
+    return {"height": f"{min(max(n_rows, 3), 12) * 42 + 60}px"}
+
+
+def _summary(frame) -> str:
+    if frame.empty:
+        return "No runs match."
+    running = int((frame["status"] == "RUNNING").sum())
+    return f"{len(frame)} runs" + (f", {running} running (updating live)" if running else "") + ". Tick runs, then Compare."
+
+
+@callback(Output("_pages_location", "search", allow_duplicate=True),
+          Input("runs-experiment", "value"), Input("runs-filter", "value"), State("_pages_location", "search"),
+          prevent_initial_call=True)
+def put_view_in_url(experiment_id, filter_string, search):
+    """Experiment and filter go into the URL; the page then re-renders from it (so reload and back/forward agree)."""
+    query = {"experiment": experiment_id or ""}
+    if filter_string and filter_string.strip():
+        query["filter"] = filter_string.strip()
+    new = "?" + urlencode(query)
+    return no_update if new == search else new
+
+
+@callback(Output("runs-compare", "href"), Output("runs-compare", "className"), Output("runs-compare", "children"),
+          Input("runs-grid", "selectedRows"))
+def compare_link(selected):
+    ids = [r["run_id"] for r in selected or [] if not r.get("is_parent")]
+    enabled = "button button-primary" + ("" if ids else " button-disabled")
+    return ("/compare?runs=" + ",".join(ids) if ids else "/compare"), enabled, (f"Compare {len(ids)}" if ids else "Compare")
+
+
+@callback(Output("runs-heatmap", "figure"),
+          Input("runs-heat-x", "value"), Input("runs-heat-y", "value"), Input("runs-heat-metric", "value"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
+def heatmap(x, y, metric, experiment_id, filter_string):
+    frame, _ = _load(experiment_id, filter_string or "")
+    return V.heatmap_figure(frame, x, y, metric)
+
+
+@callback(Output("runs-grid", "rowData"), Output("runs-parallel", "figure"), Output("runs-heatmap", "figure",
+                                                                                     allow_duplicate=True),
+          Output("runs-summary", "children"), Output("runs-live", "disabled"), Output("runs-grid", "style"),
+          Input("runs-live", "n_intervals"),
+          State("runs-experiment", "value"), State("runs-filter", "value"),
+          State("runs-heat-x", "value"), State("runs-heat-y", "value"), State("runs-heat-metric", "value"),
+          prevent_initial_call=True)
+def live(_n, experiment_id, filter_string, x, y, metric):
+    frame, _ = _load(experiment_id, filter_string or "")
+    return (V.table_rows(frame), V.parallel_figure(frame, V.varying_params(frame)), V.heatmap_figure(frame, x, y, metric),
+            _summary(frame), not V.any_running(frame), _grid_style(len(frame)))

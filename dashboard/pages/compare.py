@@ -1,0 +1,138 @@
+"""Compare (/compare?runs=<id>,<id>,...): curves, differing params and final/best metrics, side by side.
+
+The page is a function of its URL: `runs`, `smooth` (EMA weight) and `params=all`.  The controls only
+rewrite the URL and the page re-renders from it, so a shared link, a reload and back/forward all
+show exactly the same view.
+"""
+import math
+from urllib.parse import urlencode
+
+import dash
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
+
+from dashboard import store
+from dashboard.views import compare_view as V
+from dashboard.views.theme import run_colors
+
+dash.register_page(__name__, path="/compare", title="Compare · MNIST Lab")
+
+GRAPH_CONFIG = {"displaylogo": False}
+
+
+def _smoothing(value) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(s, 0.0), 0.95) if math.isfinite(s) else 0.0
+
+
+def layout(runs=None, smooth=None, params=None, **_query):
+    smoothing, show_all = _smoothing(smooth), params == "all"
+    header = html.Div([
+        html.H2("Compare runs", className="grow"),
+        dcc.Input(id="compare-link", type="text", readOnly=True, className="text-input small", style={"width": "320px"},
+                  value=""),  # this view's address: share it to show the same comparison
+        dcc.Clipboard(id="compare-copy", title="Copy link", className="button", content="",
+                      children=html.Span("Copy link")),
+    ], className="row")
+    if not runs:
+        return html.Div([header, html.Div("No runs given: tick runs on the Runs page, then press Compare "
+                                          "(or open /compare?runs=<id>,<id>).", className="message")])
+    try:
+        comp = V.load(runs)
+    except store.StoreError as e:
+        return html.Div([header, html.Div(str(e), className="message message-error")])
+    notes = comp.problems + [m for r in comp.runs if (m := V.missing_message(r))]
+    if not comp.runs:
+        return html.Div([header, *[html.Div(n, className="message message-error") for n in notes],
+                         html.Div("Nothing to compare.", className="message")])
+    colors = run_colors([r.info.run_id for r in comp.runs])
+    return html.Div([
+        header,
+        *[html.Div(n, className="message") for n in notes],
+        html.Div(_legend(comp.runs, colors), className="card legend"),
+        html.Div([
+            html.Span("Smoothing (EMA)", className="muted"),
+            html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
+                                marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
+                                tooltip={"placement": "bottom"}), style={"width": "320px"}),
+        ], className="row"),
+        html.Div([html.Div(dcc.Graph(id=f"compare-curve-{key}", figure=V.curve_figure(comp, key, smoothing, colors),
+                                     config=GRAPH_CONFIG), className="card") for key in V.CURVES],
+                 className="grid-2"),
+        html.H3("Final and best metrics"),
+        html.Div(_metrics_table(comp, colors), className="card table-scroll"),
+        html.Div([html.H3("Params", className="grow"),
+                  dcc.Checklist(id="compare-all-params", options=[{"label": " show all params", "value": "all"}],
+                                value=["all"] if show_all else [])], className="row"),
+        html.Div(_params_table(comp.runs, show_all, colors), className="card table-scroll"),
+    ])
+
+
+def _legend(runs, colors):
+    return [html.Span([html.Span(className="swatch", style={"background": colors[r.info.run_id]}),
+                       dcc.Link(V.run_label(r), href=f"/runs/{r.info.run_id}", title=r.info.run_id),
+                       html.Span(f" {r.info.status.lower()}" if r.info.status != "FINISHED" else "",
+                                 className="muted small")])
+            for r in runs]
+
+
+def _fmt(key: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if key.endswith("acc"):
+        return f"{v:.2%}"
+    if key == "epochs":
+        return str(int(v))
+    return f"{v:.4f}"
+
+
+def _metrics_table(comp, colors):
+    df = V.metrics_table(comp)
+    keys = list(V.CURVES)
+    head = [html.Tr([html.Th("run", rowSpan=2)] + [html.Th(k, colSpan=2, className="num") for k in keys]
+                    + [html.Th("epochs", rowSpan=2, className="num")]),
+            html.Tr([html.Th(w, className="num muted small") for _ in keys for w in ("final", "best")])]
+    body = [html.Tr([html.Td([html.Span(className="swatch", style={"background": colors[row["run_id"]]}), row["run"]])]
+                    + [html.Td(_fmt(k, row[f"{w} {k}"]), className="num") for k in keys for w in ("final", "best")]
+                    + [html.Td(_fmt("epochs", row["epochs"]), className="num")])
+            for row in df.to_dict("records")]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="data-table")
+
+
+def _params_table(runs, show_all, colors):
+    table = V.params_table(runs, show_all)
+    if table.empty:
+        return html.Div("These runs share every param." if len(runs) > 1 else "This run has no params.",
+                        className="muted")
+    head = html.Tr([html.Th("param")] + [
+        html.Th([html.Span(className="swatch", style={"background": colors[r.info.run_id]}), V.run_label(r)])
+        for r in runs])
+    body = [html.Tr([html.Td(name)] + [html.Td(str(v)[:40], title=str(v)) for v in row])
+            for name, row in zip(table.index, table.values)]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="data-table")
+
+
+@callback(Output("_pages_location", "search", allow_duplicate=True),
+          Input("compare-smooth", "value"), Input("compare-all-params", "value"), State("_pages_location", "search"),
+          prevent_initial_call=True)
+def put_view_in_url(smoothing, all_params, search):
+    """Controls rewrite the URL; the page re-renders from it (so shared links and back/forward agree)."""
+    from urllib.parse import parse_qs
+    query = {k: v[-1] for k, v in parse_qs((search or "").lstrip("?")).items()}
+    query.pop("smooth", None)
+    query.pop("params", None)
+    if smoothing:
+        query["smooth"] = f"{float(smoothing):g}"
+    if all_params:
+        query["params"] = "all"
+    new = "?" + urlencode(query, safe=",")
+    return no_update if new == search else new
+
+
+# The link to copy is the browser's own address, known only client-side.
+clientside_callback(
+    ClientsideFunction(namespace="mnistlab", function_name="currentUrl"),
+    Output("compare-copy", "content"), Output("compare-link", "value"),
+    Input("compare-copy", "n_clicks"), Input("compare-link", "id"))

@@ -1,0 +1,118 @@
+"""Screenshots of the dashboard's pages in headless Chromium, for the README and for review.
+
+    python -m dashboard.screenshots OUT_DIR [--url http://127.0.0.1:8050] [--path /runs/<id> ...] [--dark]
+
+Without --url it serves the dashboard itself over MLFLOW_TRACKING_URI (or the default store) on a
+free loopback port.  It always shoots `/`, then ticks the first three runs and follows "Compare"
+(so the compare shot is a real link from the runs page), then every --path given.
+"""
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 800}
+SETTLE_MS = 800  # after the last figure draws: lets Plotly finish transitions before the shot
+
+
+@contextmanager
+def served(url: str | None):
+    """Yield a base URL: the given one, or a dashboard this process starts (and stops) itself."""
+    if url:
+        yield url.rstrip("/")
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=repo,
+                            env={**os.environ, "PYTHONPATH": str(repo)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/", timeout=2)
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"error: the dashboard did not start on {base}")
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def settle(page) -> None:
+    """Wait until Dash has no callback in flight and every figure on the page has drawn."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=30000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.dash-graph')].every(g => g.querySelector('.main-svg'))", timeout=30000)
+    page.wait_for_timeout(SETTLE_MS)
+
+
+def file_name(path: str) -> str:
+    """A readable file name for a URL path: / -> runs, /runs/<id>?epoch=3 -> runs_<id>_epoch_3."""
+    name = re.sub(r"[^A-Za-z0-9]+", "_", path.split("?runs=")[0] if path.startswith("/compare") else path).strip("_")
+    return name or "runs"
+
+
+def shoot(page, base: str, path: str, out: Path, name: str | None = None) -> Path:
+    page.goto(base + path)
+    settle(page)
+    target = out / f"{name or file_name(path)}.png"
+    page.screenshot(path=str(target), full_page=True)
+    return target
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.splitlines()[0])
+    p.add_argument("out_dir")
+    p.add_argument("--url", help="a running dashboard (default: start one over MLFLOW_TRACKING_URI)")
+    p.add_argument("--path", action="append", default=[], help="another page to shoot, e.g. /runs/<run_id>")
+    p.add_argument("--dark", action="store_true", help="shoot in the dark theme")
+    args = p.parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import sync_playwright
+    if not Path(CHROMIUM).exists():
+        print(f"error: {CHROMIUM} is missing; install Debian's chromium package (make browser)", file=sys.stderr)
+        return 1
+    suffix = "_dark" if args.dark else ""
+    with served(args.url) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        if args.dark:  # the theme is a localStorage preference: set it before the app reads it
+            page.add_init_script("localStorage.setItem('app-theme', JSON.stringify('dark'))")
+        print(shoot(page, base, "/", out, "runs" + suffix))
+        boxes = page.locator(".ag-center-cols-container .ag-row .ag-checkbox-input, "
+                             ".ag-pinned-left-cols-container .ag-row .ag-checkbox-input")
+        for i in range(min(3, boxes.count())):
+            boxes.nth(i).check()
+        settle(page)  # the Compare link's href is set by a callback on the selection
+        href = page.locator("#runs-compare").get_attribute("href") or "/compare"
+        print(shoot(page, base, href, out, "compare" + suffix))
+        for path in args.path:
+            print(shoot(page, base, path, out, file_name(path) + suffix))
+        browser.close()
+    for e in errors:
+        print(f"console error: {e}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""What the runs page shows: a frame of runs, the table's rows, and the grid-review figures.
+
+`load_runs` is the only function here that reads the store; the rest are pure
+functions of its frame, so they are unit-tested without a server.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard import store
+from dashboard.views.theme import SEQUENTIAL, TEMPLATE, empty_figure
+from training import contract as C
+
+KEY_PARAMS = ["arch", "activation", "loss", "optimizer", "lr", "batch_size", "epochs", "seed"]
+# Params that identify or document a run rather than change it: never a sweep axis.
+# `arch` and `n_params` follow from sizes, activation and arch, so as axes they only repeat them.
+NOT_HYPERPARAMS = ("run_name", "experiment", "dataset", "layers", "snapshot_every", "arch", "n_params")
+METRICS = {  # column -> (label, higher is better)
+    "final_test_acc": ("final test accuracy", True),
+    "best_test_acc": ("best test accuracy", True),
+    "final_test_loss": ("final test loss", False),
+    "final_train_acc": ("final train accuracy", True),
+}
+
+
+def load_runs(experiment_id: str, filter_string: str = "") -> pd.DataFrame:
+    """Runs of one experiment matching the filter, with final and best test_acc.  StoreError on a bad filter."""
+    runs = store.search_runs([experiment_id], filter_string or "")
+    frame = store.runs_frame(runs)
+    hist = store.metric_histories(runs, [C.TEST_ACC])
+    return add_summaries(frame, hist)
+
+
+def add_summaries(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """Columns for the table and figures: final_* (latest step), best_test_acc and the epoch it was reached."""
+    out = frame.copy()
+    if out.empty:
+        return out
+    for key in (C.TEST_ACC, C.TEST_LOSS, C.TRAIN_ACC):
+        out[f"final_{key}"] = pd.to_numeric(out.get(f"metrics.{key}"), errors="coerce")
+    acc = hist[hist["key"] == C.TEST_ACC]
+    if acc.empty:
+        out["best_test_acc"], out["best_epoch"] = np.nan, np.nan
+    else:
+        best = acc.loc[acc.groupby("run_id")["value"].idxmax(), ["run_id", "value", "step"]]
+        best = best.rename(columns={"value": "best_test_acc", "step": "best_epoch"}).set_index("run_id")
+        out = out.join(best, on="run_id")
+    return out
+
+
+def any_running(frame: pd.DataFrame) -> bool:
+    return bool(not frame.empty and (frame["status"] == "RUNNING").any())
+
+
+def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dict]:
+    """Rows for the AG Grid, each child directly after its grid parent (the grid keeps that order when sorting).
+
+    A parent shows its children's count and their best test accuracy; a running run's duration counts up to `now`.
+    """
+    if frame.empty:
+        return []
+    now = now if now is not None else pd.Timestamp.now("UTC").tz_localize(None)
+    ids = set(frame["run_id"])
+    rows = []
+    for r in frame.to_dict("records"):
+        parent = r.get("parent_run_id") if r.get("parent_run_id") in ids else None
+        duration = r.get("duration_s")
+        if (duration is None or _nan(duration)) and r["status"] == "RUNNING" and not pd.isna(r["start_time"]):
+            duration = (now - r["start_time"]).total_seconds()
+        row = {"run_id": r["run_id"], "name": r.get("name") or r["run_id"][:8], "status": r["status"],
+               "parent": parent, "is_parent": bool(r.get("is_grid_parent")),
+               "final_test_acc": _num(r.get("final_test_acc")), "best_test_acc": _num(r.get("best_test_acc")),
+               "best_epoch": _num(r.get("best_epoch")),
+               "duration_s": None if duration is None or _nan(duration) else float(duration),
+               "start_time": None if pd.isna(r["start_time"]) else r["start_time"].strftime("%Y-%m-%d %H:%M:%S")}
+        for p in KEY_PARAMS:
+            v = r.get(f"params.{p}")
+            row[p] = None if v is None or _nan(v) else v
+        rows.append(row)
+    by_id = {row["run_id"]: row for row in rows}
+    for row in rows:
+        if row["parent"]:
+            p = by_id[row["parent"]]
+            p["n_children"] = p.get("n_children", 0) + 1
+            if row["best_test_acc"] is not None:
+                p["best_test_acc"] = max(p["best_test_acc"] or 0.0, row["best_test_acc"])
+    return group_children(rows)
+
+
+def group_children(rows: list[dict]) -> list[dict]:
+    """Each parent followed by its children, in their given order; the same rule the browser applies after sorting."""
+    children: dict[str, list] = {}
+    for row in rows:
+        if row.get("parent"):
+            children.setdefault(row["parent"], []).append(row)
+    out = []
+    for row in rows:
+        if not row.get("parent"):
+            out.append(row)
+            out.extend(children.get(row["run_id"], []))
+    return out
+
+
+def varying_params(frame: pd.DataFrame) -> list[str]:
+    """Hyperparameters (bare names) that take more than one value among runs with a test accuracy."""
+    runs = _scored(frame)
+    out = []
+    for col in sorted(c for c in runs.columns if c.startswith("params.")):
+        name = col[len("params."):]
+        if name in NOT_HYPERPARAMS or name.startswith(C.PARAM_SHA256_PREFIX):
+            continue
+        if runs[col].dropna().nunique() > 1:
+            out.append(name)
+    return out
+
+
+def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final_test_acc") -> go.Figure:
+    """Parallel coordinates: one line per run through its params, ending at the metric, coloured by it."""
+    runs = _scored(frame, metric)
+    if runs.empty:
+        return empty_figure("No run in this view has logged test_acc yet.", height=340)
+    if not params:
+        return empty_figure("All runs share the same params: nothing to compare across.", height=340)
+    dims = [_dimension(runs[f"params.{p}"], p) for p in params]
+    label, _ = METRICS[metric]
+    values = runs[metric].astype(float)
+    dims.append(dict(label=label, values=values, tickformat=".1%"))
+    fig = go.Figure(go.Parcoords(
+        line=dict(color=values, colorscale=SEQUENTIAL, showscale=True,
+                  colorbar=dict(title=dict(text=label), tickformat=".0%")),
+        dimensions=dims, labelangle=0, labelside="top"))
+    fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=70, r=40, t=90, b=28),
+                      title=dict(text=f"Params → {label} ({len(runs)} runs); drag along an axis to filter", y=0.97))
+    return fig
+
+
+def heatmap_figure(frame: pd.DataFrame, x: str | None, y: str | None, metric: str = "final_test_acc") -> go.Figure:
+    """Two params against a metric, averaged over runs that share a cell (e.g. seeds): write-up C's table as a picture."""
+    runs = _scored(frame, metric)
+    if runs.empty:
+        return empty_figure("No run in this view has logged test_acc yet.", height=340)
+    if not x or not y or x == y:
+        return empty_figure("Pick two different params for the heatmap axes.", height=340)
+    for p in (x, y):
+        if f"params.{p}" not in runs.columns:
+            return empty_figure(f"No run in this view has the param '{p}'.", height=340)
+    cells = (runs.assign(_x=runs[f"params.{x}"].fillna("—"), _y=runs[f"params.{y}"].fillna("—"))
+             .groupby(["_y", "_x"])[metric].agg(["mean", "count"]).reset_index())
+    xs, ys = _ordered(cells["_x"]), _ordered(cells["_y"])
+    z = cells.pivot(index="_y", columns="_x", values="mean").reindex(index=ys, columns=xs)
+    n = cells.pivot(index="_y", columns="_x", values="count").reindex(index=ys, columns=xs)
+    label, higher = METRICS[metric]
+    is_acc = metric.endswith("acc")
+    fmt = (lambda v: f"{v:.2%}") if is_acc else (lambda v: f"{v:.4f}")
+    text = [[("" if pd.isna(v) else fmt(v) + (f"<br>n={int(c)}" if c > 1 else "")) for v, c in zip(zr, nr)]
+            for zr, nr in zip(z.values, n.values)]
+    fig = go.Figure(go.Heatmap(
+        x=[str(v) for v in xs], y=[str(v) for v in ys], z=z.values, text=text, texttemplate="%{text}",
+        colorscale=SEQUENTIAL, reversescale=not higher,
+        colorbar=dict(title=dict(text=label), tickformat=".0%" if is_acc else ".3f"),
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{label}=%{{z:{'.2%' if is_acc else '.4f'}}}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=340, title=f"{label}: {y} × {x} (mean over runs in a cell)")
+    fig.update_xaxes(title=x, type="category")
+    fig.update_yaxes(title=y, type="category")
+    return fig
+
+
+def default_axes(params: list[str]) -> tuple[str | None, str | None]:
+    """The two sweep axes to show first: lr and batch_size when they vary (write-up C's grid), else the first two."""
+    preferred = [p for p in ("lr", "batch_size", "epochs", "activation", "momentum") if p in params]
+    rest = [p for p in params if p not in preferred and p != "seed"]
+    picks = (preferred + rest + [p for p in params if p == "seed"])[:2]
+    return (picks + [None, None])[0], (picks + [None, None])[1]
+
+
+def _scored(frame: pd.DataFrame, metric: str = "final_test_acc") -> pd.DataFrame:
+    if frame.empty or metric not in frame.columns:
+        return frame.iloc[0:0]
+    return frame[frame[metric].notna()]
+
+
+def _dimension(values: pd.Series, name: str) -> dict:
+    """A parcoords axis: numeric params on a (log if they span decades) scale, others as labelled categories."""
+    nums = pd.to_numeric(values, errors="coerce")
+    if nums.notna().all():
+        if (nums > 0).all() and nums.max() / nums.min() >= 100:
+            logs = np.log10(nums)
+            ticks = [10.0 ** k for k in range(math.floor(logs.min()), math.ceil(logs.max()) + 1)]
+            return dict(label=f"{name} (log)", values=logs, tickvals=np.log10(ticks), ticktext=[f"{t:g}" for t in ticks])
+        return dict(label=name, values=nums)
+    cats = _ordered(values.fillna("—"))
+    codes = {c: i for i, c in enumerate(cats)}
+    return dict(label=name, values=[codes[v] for v in values.fillna("—")], tickvals=list(range(len(cats))),
+                ticktext=[str(c) for c in cats])
+
+
+def _ordered(values) -> list:
+    """Distinct values, numerically ordered when they are all numbers (so lr 0.3 < 1.0 < 3.0, not as strings)."""
+    distinct = list(dict.fromkeys(values))
+    try:
+        return sorted(distinct, key=float)
+    except (TypeError, ValueError):
+        return sorted(distinct, key=str)
+
+
+def _num(v):
+    return None if v is None or _nan(v) else float(v)
+
+
+def _nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
