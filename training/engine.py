@@ -25,6 +25,9 @@ TRAIN_EVAL_SIZE = 10_000  # train metrics use this fixed prefix of the training 
 EVAL_CHUNK = 2_000
 ACT_BINS, CONF_BINS = 40, 20
 GRAD0_BATCHES = 10  # epoch 0's grad_norm: mean over this many mini-batches at the initial weights
+# A loss above this multiple of the untrained network's loss has diverged, finite or not: with
+# softmax cross-entropy, exploding weights give huge but finite losses rather than NaN.
+DIVERGENCE_FACTOR = 10.0
 SATURATION = 0.01  # a sigmoid unit below 0.01 or above 0.99 (tanh: |a| > 0.98) is saturated
 
 
@@ -164,6 +167,7 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     n, bs = len(x_train), first.batch_size
     x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
     alive = [True] * k_models
+    initial_loss = [float("inf")] * k_models
     n_steps = steps_per_epoch(first)
     tick = max(1, n_steps // 20)
 
@@ -180,11 +184,15 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             if not alive[k]:
                 continue
             values = [tr_loss[k], tr_acc[k], ev["loss"][k], ev["acc"][k]]
-            if not all(torch.isfinite(v) for v in values) or not torch.isfinite(grad_norms[k]).all():
+            if epoch == 0:
+                initial_loss[k] = float(tr_loss[k])
+            finite = all(torch.isfinite(v) for v in values) and bool(torch.isfinite(grad_norms[k]).all())
+            if not finite or float(tr_loss[k]) > DIVERGENCE_FACTOR * initial_loss[k]:
                 alive[k] = False
                 opt.disable(k)
-                sink.fail(k, f"diverged at epoch {epoch}: train loss {float(tr_loss[k]):.4g}, "
-                             f"test loss {float(ev['loss'][k]):.4g} (try a smaller lr)")
+                why = "NaN or inf" if not finite else f"over {DIVERGENCE_FACTOR:g}x the untrained loss {initial_loss[k]:.3g}"
+                sink.fail(k, f"diverged at epoch {epoch}: train loss {float(tr_loss[k]):.4g} ({why}); "
+                             f"try a smaller lr")
                 continue
             metrics = {C.TRAIN_LOSS: float(tr_loss[k]), C.TRAIN_ACC: float(tr_acc[k]),
                        C.TEST_LOSS: float(ev["loss"][k]), C.TEST_ACC: float(ev["acc"][k]),

@@ -1,0 +1,100 @@
+"""Stacked models compute exactly what plain PyTorch modules and optimizers compute."""
+import pytest
+import torch
+
+from training.config import RunConfig
+from training.models import StackedNet, init_params, layers_of, n_params, output_probs, per_model_loss, to_module
+from training.optim import StackedAdam, StackedSGD
+
+CONFIGS = {
+    "nielsen": RunConfig(sizes=(784, 30, 10), activation="sigmoid", loss="mse"),
+    "deep-relu": RunConfig(sizes=(784, 16, 16, 10), activation="relu", loss="cross_entropy"),
+    "tanh-normal": RunConfig(sizes=(784, 20, 10), activation="tanh", loss="cross_entropy", init_std=0.01),
+    "cnn": RunConfig(arch="cnn", activation="relu", loss="cross_entropy"),
+}
+
+
+def _stack(config, seeds):
+    return StackedNet(config, [init_params(config, torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_slice_of_a_stack_matches_its_plain_module(name):
+    config = CONFIGS[name]
+    net = _stack(config, [0, 1, 2])
+    x = torch.rand(3, 5, 784)
+    logits, hidden = net.forward(x, keep_hidden=True)
+    assert logits.shape == (3, 5, 10)
+    assert len(hidden) == len(layers_of(config)) - 1
+    for k in range(3):
+        module = to_module(config, net.model_params(k))
+        torch.testing.assert_close(logits[k], module(x[k]), rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_counts_match_pytorch():
+    for config in CONFIGS.values():
+        module = to_module(config, init_params(config, torch.Generator().manual_seed(0)))
+        assert n_params(config) == sum(p.numel() for p in module.parameters())
+    assert n_params(CONFIGS["nielsen"]) == 784 * 30 + 30 + 30 * 10 + 10
+
+
+def test_default_init_matches_pytorch_bounds_and_normal_init_uses_the_std():
+    p = init_params(CONFIGS["nielsen"], torch.Generator().manual_seed(0))
+    bound = 1 / 784 ** 0.5
+    assert p["fc1.weight"].abs().max() <= bound and p["fc1.weight"].abs().max() > 0.9 * bound
+    q = init_params(CONFIGS["tanh-normal"], torch.Generator().manual_seed(0))
+    assert abs(float(q["fc1.weight"].std()) - 0.01) < 0.001 and float(q["fc1.bias"].abs().sum()) == 0
+
+
+def test_same_seed_same_init_different_seed_different_init():
+    a = init_params(CONFIGS["nielsen"], torch.Generator().manual_seed(5))
+    b = init_params(CONFIGS["nielsen"], torch.Generator().manual_seed(5))
+    c = init_params(CONFIGS["nielsen"], torch.Generator().manual_seed(6))
+    assert torch.equal(a["fc1.weight"], b["fc1.weight"]) and not torch.equal(a["fc1.weight"], c["fc1.weight"])
+
+
+def test_output_ranges_and_losses_match_their_definitions():
+    logits = torch.randn(2, 4, 10) * 3
+    y = torch.randint(0, 10, (2, 4))
+    probs = output_probs(logits, "cross_entropy")
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4))
+    sig = output_probs(logits, "mse")
+    assert ((sig > 0) & (sig < 1)).all()
+    ce = per_model_loss(logits, y, "cross_entropy")
+    torch.testing.assert_close(ce[0], torch.nn.functional.cross_entropy(logits[0], y[0]))
+    quad = per_model_loss(logits, y, "mse")
+    onehot = torch.nn.functional.one_hot(y[1], 10).float()
+    torch.testing.assert_close(quad[1], 0.5 * ((torch.sigmoid(logits[1]) - onehot) ** 2).sum(-1).mean())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_stacked_optimizers_follow_torch_optim(opt):
+    config = CONFIGS["deep-relu"]
+    lrs = [0.05, 0.2]
+    net = _stack(config, [0, 1])
+    params = list(net.params.values())
+    if opt == "adam":
+        mine = StackedAdam(params, lrs)
+    else:
+        mine = StackedSGD(params, lrs, [0.9 if opt == "momentum" else 0.0] * 2)
+    refs = []
+    for k in range(2):
+        module = to_module(config, net.model_params(k)).train()
+        if opt == "adam":
+            refs.append((module, torch.optim.Adam(module.parameters(), lr=lrs[k])))
+        else:
+            refs.append((module, torch.optim.SGD(module.parameters(), lr=lrs[k],
+                                                 momentum=0.9 if opt == "momentum" else 0.0)))
+    torch.manual_seed(0)
+    for _ in range(5):
+        x, y = torch.rand(2, 8, 784), torch.randint(0, 10, (2, 8))
+        logits, _ = net.forward(x)
+        grads = torch.autograd.grad(per_model_loss(logits, y, config.loss).sum(), params)
+        mine.step(list(grads))
+        for k, (module, ref) in enumerate(refs):
+            ref.zero_grad()
+            torch.nn.functional.cross_entropy(module(x[k]), y[k]).backward()
+            ref.step()
+    for k, (module, _) in enumerate(refs):
+        for name, value in net.model_params(k).items():
+            torch.testing.assert_close(value, module.state_dict()[name], rtol=1e-4, atol=1e-6)
