@@ -161,3 +161,49 @@ def assert_no_dash_errors(pg) -> None:
     """No console errors and no Dash error pop-up (the dev-tools error badge or a callback error)."""
     assert pg.console_errors == [], pg.console_errors
     assert pg.locator(".dash-fe-error__title").count() == 0
+
+
+
+def log_contract_run(name, curves=None, params=None, tags=None, experiment="runs", status="FINISHED") -> str:
+    """Log a contract-shaped run straight through MlflowClient into the current store (no training).  Returns its id.
+
+    Curves are per-epoch values, step 0 first, e.g. {"test_acc": [0.1, 0.8, 0.9]}.
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from training.tracking import tracking_uri
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    rid = client.create_run(exp_id, run_name=name, tags=tags or {}).info.run_id
+    metrics = [Metric(key, float(v), 1_700_000_000_000 + step, step)
+               for key, values in (curves or {}).items() for step, v in enumerate(values)]
+    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()])
+    if status != "RUNNING":
+        client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture
+def log_run():
+    """`log_contract_run` into this test's own store."""
+    return log_contract_run
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory):
+    """A store shared by one test module (creating a SQLite store costs seconds).  Yields its URI.
+
+    Tests that use it must request `use_module_store` so tracking points at it.
+    """
+    uri = sqlite_uri(tmp_path_factory.mktemp("module-store"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture
+def use_module_store(module_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", module_store)
+    return module_store

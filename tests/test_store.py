@@ -1,0 +1,55 @@
+"""The read side: batched metric reads, run lookups by id, and filter errors, against a real MLflow store."""
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dashboard import store
+from training.tracking import tracking_uri
+
+pytestmark = pytest.mark.usefixtures("use_module_store")  # one store for the module: creating one costs seconds
+
+
+def test_metric_histories_reads_several_runs_and_keys_into_one_long_frame(log_run):
+    a = log_run("a", curves={"test_acc": [0.1, 0.5, 0.7], "test_loss": [2.0, 1.0, 0.5]})
+    b = log_run("b", curves={"test_acc": [0.1, 0.9]})
+    runs, _ = store.get_runs([a, b])
+    df = store.metric_histories(runs, ["test_acc", "test_loss"])
+    assert list(df.columns) == ["run_id", "key", "step", "value"]
+    assert len(df) == 3 + 3 + 2  # b never logged test_loss: skipped, not an error
+    assert df[(df.run_id == a) & (df.key == "test_acc")]["value"].tolist() == [0.1, 0.5, 0.7]
+    assert df[(df.run_id == b)]["step"].tolist() == [0, 1]
+
+
+def test_metric_histories_of_nothing_is_an_empty_frame_with_the_same_columns():
+    df = store.metric_histories([], ["test_acc"])
+    assert df.empty and list(df.columns) == ["run_id", "key", "step", "value"]
+
+
+def test_a_finished_runs_history_is_cached_but_a_running_runs_is_read_fresh(log_run):
+    done = log_run("done", curves={"test_acc": [0.1, 0.2]})
+    live = log_run("live", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
+    runs, _ = store.get_runs([done, live])
+    store.metric_histories(runs, ["test_acc"])
+    client = MlflowClient(tracking_uri())
+    for rid in (done, live):  # a third epoch arrives after the first read
+        client.log_metric(rid, "test_acc", 0.3, step=2)
+    df = store.metric_histories(runs, ["test_acc"])
+    assert df[df.run_id == done]["step"].max() == 1  # finished: served from the cache
+    assert df[df.run_id == live]["step"].max() == 2  # running: fresh
+
+
+def test_get_runs_keeps_the_asked_order_and_names_each_id_it_cannot_show(log_run):
+    a, b = log_run("a"), log_run("b")
+    unknown = "0" * 32
+    runs, problems = store.get_runs([b, "not-an-id", a, unknown, b])
+    assert [r.info.run_id for r in runs] == [b, a]
+    assert len(problems) == 2
+    assert "not a run id" in problems[0]
+    assert unknown in problems[1] and "not in the store" in problems[1]
+
+
+def test_a_bad_filter_raises_store_error_with_mlflows_message(log_run):
+    log_run("a", experiment="filters")
+    exp = MlflowClient(tracking_uri()).get_experiment_by_name("filters").experiment_id
+    with pytest.raises(store.StoreError, match="bad filter"):
+        store.search_runs([exp], "metrics.test_acc >")
+    assert len(store.search_runs([exp], "metrics.test_acc > 0.5")) == 0  # a good filter matching nothing is fine
