@@ -109,3 +109,11 @@ def test_constant_units_correlate_zero_not_nan():
     corr = N.correlation_matrix(a, a)
     assert np.isfinite(corr).all()
     assert corr[0, 0] == 0 and corr[1, 1] == pytest.approx(1.0)
+
+
+def test_ties_in_activation_are_ranked_by_the_tiebreak_and_top_k_stays_the_highest():
+    acts = np.array([[1.0], [0.5], [1.0], [1.0], [0.2]])
+    pre = np.array([[20.0], [0.0], [40.0], [30.0], [-2.0]])
+    assert N.top_k(acts, 3, tiebreak=pre)[0].tolist() == [2, 3, 0]
+    assert N.bottom_k(acts, 2, tiebreak=pre)[0].tolist() == [4, 1]
+    assert N.top_k(acts, 3)[0].tolist() == [0, 2, 3]

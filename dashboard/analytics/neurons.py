@@ -98,16 +98,24 @@ def is_dead(acts: np.ndarray) -> np.ndarray:
     return (acts.max(0) - acts.min(0)) < DEAD_RANGE
 
 
-def top_k(acts: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
-    """(U, k) image indices, highest activation first (ties: lower index first)."""
-    order = np.argsort(-np.asarray(acts), axis=0, kind="stable")
-    return order[:k].T
+def _order(acts: np.ndarray, tiebreak: np.ndarray | None, descending: bool) -> np.ndarray:
+    sign = -1 if descending else 1
+    acts = np.asarray(acts)
+    if tiebreak is None:
+        return np.argsort(sign * acts, axis=0, kind="stable")
+    # Saturated units (sigmoid at exactly 1.0 in float32) tie on thousands of images: rank ties by the
+    # pre-activation, which the activation is a monotone function of.
+    return np.lexsort((sign * np.asarray(tiebreak), sign * acts), axis=0)
 
 
-def bottom_k(acts: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
-    """(U, k) image indices, lowest activation first (ties: lower index first)."""
-    order = np.argsort(np.asarray(acts), axis=0, kind="stable")
-    return order[:k].T
+def top_k(acts: np.ndarray, k: int = DEFAULT_K, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """(U, k) image indices, highest activation first; ties by `tiebreak` (e.g. pre-activation), then index."""
+    return _order(acts, tiebreak, descending=True)[:k].T
+
+
+def bottom_k(acts: np.ndarray, k: int = DEFAULT_K, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """(U, k) image indices, lowest activation first; ties by `tiebreak`, then index."""
+    return _order(acts, tiebreak, descending=False)[:k].T
 
 
 def verdict(si: float, preferred: int, top_labels: np.ndarray, dead: bool) -> str:
@@ -145,14 +153,17 @@ class LayerStats:
 
 
 def layer_stats(acts: np.ndarray, labels: np.ndarray, images: np.ndarray, floor: float = 0.0,
-                k: int = DEFAULT_K) -> LayerStats:
-    """All per-unit statistics of one layer, computed together (about 10,000 x U numbers)."""
+                k: int = DEFAULT_K, tiebreak: np.ndarray | None = None) -> LayerStats:
+    """All per-unit statistics of one layer, computed together (about 10,000 x U numbers).
+
+    `tiebreak` (N, U), e.g. the pre-activations, orders images whose activations tie.
+    """
     acts = np.asarray(acts, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     means = class_means(acts, labels)
     si, preferred = selectivity_index(means, floor)
     dead = is_dead(acts)
-    top, bottom = top_k(acts, k), bottom_k(acts, k)
+    top, bottom = top_k(acts, k, tiebreak), bottom_k(acts, k, tiebreak)
     verdicts = [verdict(si[u], preferred[u], labels[top[u]], dead[u]) for u in range(acts.shape[1])]
     return LayerStats(acts=acts, means=means, si=si, preferred=preferred,
                       nmi=normalized_mutual_information(acts, labels), dead=dead, top=top, bottom=bottom,

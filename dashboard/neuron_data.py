@@ -1,0 +1,345 @@
+"""Glue between the store and the neuron analytics, for the layer and unit pages.
+
+A run's hidden activations at one snapshot epoch are recomputed from that
+snapshot's weights (training.models, the same forward pass the run trained
+with) over the 10,000 test images, once per run and epoch, and every layer's
+statistics once per run, layer and epoch.  A logged snapshot never changes,
+so the caches never go stale.  Also here: the PNG tiles the pages show, drawn
+with numpy so a layer of 32 tiles costs no figures.
+
+Layers are numbered from 1 (the first hidden layer), as in the URL and in the
+neuron name tags.  Every problem with what the user asked for raises
+StoreError with a one-line message the page shows.
+"""
+import base64
+import functools
+import struct
+import zlib
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dashboard import store
+from dashboard.analytics import neurons as N
+from dashboard.store import StoreError
+from training import contract as C
+from training.config import ConfigError, RunConfig
+from training.models import ACTIVATION_FNS, StackedNet, layers_of
+
+FORWARD_CHUNK = 2000  # images per forward pass: bounds memory for conv feature maps (2000 x 16 x 26 x 26)
+
+
+# ---- addresses ---------------------------------------------------------------------------------
+
+def layer_href(run_id: str, layer: int, epoch: int | None = None) -> str:
+    query = {"layer": layer} | ({"epoch": epoch} if epoch is not None else {})
+    return f"/runs/{run_id}/neurons?{urlencode(query)}"
+
+
+def unit_href(run_id: str, layer: int, unit: int, epoch: int | None = None) -> str:
+    return f"/runs/{run_id}/neurons/{layer}/{unit}" + (f"?epoch={epoch}" if epoch is not None else "")
+
+
+VERDICT_COLORS = {"class": "#0072B2", "feature": "#009E73", "dead": "#7F7F7F"}
+
+
+def verdict_color(verdict: str) -> str:
+    return VERDICT_COLORS[verdict.split("-")[0].split(" ")[0]]
+
+
+# ---- what the user asked for -------------------------------------------------------------------
+
+def parse_int(value, what: str) -> int:
+    """An integer from a URL part or query value, or StoreError naming what was wrong."""
+    text = str(value).strip()
+    if not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+        raise StoreError(f"{what} '{text[:20]}' is not a whole number")
+    return int(text)
+
+
+def run_config(run) -> RunConfig:
+    """The model config a run trained with, from its params; StoreError for runs our trainer did not log."""
+    params = run.data.params
+    if any(k not in params for k in ("arch", "sizes", "activation", "loss")):
+        raise StoreError(f"run {run.info.run_id} was not logged by MNIST Lab's trainer: it has no model params, "
+                         "so it has no neurons to show")
+    # The arch param holds the architecture's name (mlp-784-20-10-sigmoid, cnn-relu); the CNN's sizes is "cnn".
+    values = {"activation": params["activation"], "loss": params["loss"]}
+    if params["arch"].startswith("cnn") or params["sizes"] == "cnn":
+        values["arch"] = "cnn"
+    else:
+        values.update(arch="mlp", sizes=params["sizes"])
+    try:
+        return RunConfig.from_dict(values, where=f"run {run.info.run_id[:8]} params")
+    except ConfigError as e:
+        raise StoreError(str(e)) from None
+
+
+def hidden_layers(run) -> list[str]:
+    return store.layer_names(run)[:-1]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated (run, layer, epoch) and what the pages need to know about it."""
+    run_id: str
+    run_name: str
+    layer: int  # 1-based hidden layer
+    layer_name: str
+    kind: str  # "linear" or "conv"
+    units: int
+    epoch: int
+    epochs: tuple
+    activation: str
+    first: bool  # the first hidden layer: its weights are image-shaped
+    prev_name: str | None  # previous hidden layer's name (None for the first)
+
+
+def resolve(run_id, layer=1, epoch=None, unit=None) -> Target:
+    """Check a run id, 1-based layer, epoch (default: the last snapshot) and unit; StoreError if any is wrong."""
+    run = store.get_run(str(run_id))
+    config = run_config(run)
+    hidden = hidden_layers(run)
+    if not hidden:
+        raise StoreError(f"run {run_id} has no hidden layers logged")
+    layer = 1 if layer in (None, "") else parse_int(layer, "layer")
+    if not 1 <= layer <= len(hidden):
+        raise StoreError(f"layer {layer} does not exist: this run's hidden layers are 1–{len(hidden)} "
+                         f"({', '.join(hidden)})")
+    epochs = tuple(store.snapshot_epochs(run_id))
+    if not epochs:
+        raise StoreError(f"run {run_id} logged no weight snapshots, so its neurons cannot be shown")
+    epoch = epochs[-1] if epoch in (None, "") else parse_int(epoch, "epoch")
+    if epoch not in epochs:
+        raise StoreError(f"epoch {epoch} has no snapshot: this run has snapshots for epochs "
+                         f"{_epoch_list(epochs)}")
+    spec = {l.name: l for l in layers_of(config)}[hidden[layer - 1]]
+    if unit not in (None, ""):
+        u = parse_int(unit, "unit")
+        if not 0 <= u < spec.units:
+            raise StoreError(f"unit {u} does not exist: layer {layer} ({spec.name}) has units 0–{spec.units - 1}")
+    return Target(run_id=run_id, run_name=run.info.run_name or run_id[:8], layer=layer, layer_name=spec.name,
+                  kind=spec.kind, units=spec.units, epoch=epoch, epochs=epochs, activation=config.activation,
+                  first=layer == 1, prev_name=hidden[layer - 2] if layer > 1 else None)
+
+
+def _epoch_list(epochs) -> str:
+    if list(epochs) == list(range(epochs[0], epochs[-1] + 1)) and len(epochs) > 2:
+        return f"{epochs[0]}–{epochs[-1]}"
+    return ", ".join(map(str, epochs))
+
+
+# ---- activations and statistics (cached) ---------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _test_inputs() -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    images, labels = store.test_set()
+    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+    return x, images, np.asarray(labels, dtype=np.int64)
+
+
+def test_images() -> tuple[np.ndarray, np.ndarray]:
+    """(10000, 28, 28) uint8 test images and their labels."""
+    _, images, labels = _test_inputs()
+    return images, labels
+
+
+@dataclass(frozen=True)
+class Activations:
+    """One hidden layer's per-unit activations over the test set, and what orders their ties."""
+    acts: np.ndarray  # (N, units) float32; conv: the spatial max of each channel's feature map
+    pre: np.ndarray | None  # (N, units) pre-activations for linear layers; None for conv
+
+
+def _snapshot_params(config: RunConfig, snapshot: dict) -> dict[str, torch.Tensor]:
+    params = {}
+    for layer in layers_of(config):
+        params[f"{layer.name}.weight"] = torch.from_numpy(np.asarray(snapshot[C.weight_key(layer.name)]))
+        params[f"{layer.name}.bias"] = torch.from_numpy(np.asarray(snapshot[C.bias_key(layer.name)]))
+    return params
+
+
+def compute_activations(config: RunConfig, snapshot: dict, x: torch.Tensor, upto: int | None = None) -> list[Activations]:
+    """Hidden layers 1..upto (default: all) for inputs x (N, 784), with training's own forward pass.
+
+    A CNN's first layer alone is one convolution; its second costs five times more, so `upto=1`
+    skips it.  MLP layers are cheap and always come together.
+    """
+    params = _snapshot_params(config, snapshot)
+    layers = layers_of(config)
+    if config.arch == "cnn" and upto == 1:
+        act = ACTIVATION_FNS[config.activation]
+        w, b = params["conv1.weight"], params["conv1.bias"]
+        with torch.no_grad():
+            acts = [act(F.conv2d(x[i:i + FORWARD_CHUNK].reshape(-1, 1, 28, 28), w, b)).amax(dim=(-2, -1))
+                    for i in range(0, len(x), FORWARD_CHUNK)]
+        return [Activations(torch.cat(acts).numpy(), None)]
+    net = StackedNet(config, [params])
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(x), FORWARD_CHUNK):
+            xb = x[i:i + FORWARD_CHUNK]
+            _, hidden = net.forward(xb.unsqueeze(0), keep_hidden=True)
+            parts, prev = [], xb
+            for layer, h in zip(layers, hidden):
+                h = h[0]
+                if h.dim() == 4:
+                    parts.append((h.amax(dim=(-2, -1)), None))
+                else:
+                    pre = torch.addmm(params[f"{layer.name}.bias"], prev, params[f"{layer.name}.weight"].t())
+                    parts.append((h, pre))
+                    prev = h
+            chunks.append(parts)
+    out = []
+    for layer_parts in zip(*chunks):
+        acts = torch.cat([a for a, _ in layer_parts]).numpy()
+        pre = None if layer_parts[0][1] is None else torch.cat([p for _, p in layer_parts]).numpy()
+        out.append(Activations(acts, pre))
+    return out[:upto]
+
+
+@functools.lru_cache(maxsize=32)
+def _activations(run_id: str, epoch: int, upto: int | None) -> tuple[Activations, ...]:
+    config = run_config(store.get_run(run_id))
+    x, _, _ = _test_inputs()
+    return tuple(compute_activations(config, store.load_snapshot(run_id, epoch), x, upto))
+
+
+def layer_activations(run_id: str, epoch: int, layer: int, arch_is_cnn: bool = False) -> Activations:
+    """A hidden layer's activations for a validated run, snapshot epoch and 1-based layer (cached)."""
+    if arch_is_cnn and layer == 1:
+        return _activations(run_id, epoch, 1)[0]
+    return _activations(run_id, epoch, None)[layer - 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_stats(run_id: str, layer: int, epoch: int, activation: str, cnn: bool) -> N.LayerStats:
+    _, images, labels = _test_inputs()
+    a = layer_activations(run_id, epoch, layer, cnn)
+    return N.layer_stats(a.acts, labels, images, floor=N.activation_floor(activation), tiebreak=a.pre)
+
+
+def layer_stats(t: Target) -> N.LayerStats:
+    return _layer_stats(t.run_id, t.layer, t.epoch, t.activation, t.kind == "conv")
+
+
+def weights(t: Target) -> np.ndarray:
+    """The layer's weights at the target epoch, PyTorch layout: (units, in) or (units, in, kh, kw)."""
+    return store.load_snapshot(t.run_id, t.epoch)[C.weight_key(t.layer_name)]
+
+
+def heatmap_scale(w: np.ndarray) -> float:
+    """One symmetric colour scale for a layer's tiles: the largest |weight|."""
+    vmax = float(np.abs(w).max()) if w.size else 0.0
+    return vmax if vmax > 0 else 1.0
+
+
+def unit_heatmap(t: Target, w: np.ndarray, unit: int) -> np.ndarray:
+    """A first-layer unit's incoming weights as an image: 28x28 (MLP) or its 3x3 kernel (conv)."""
+    return w[unit, 0] if t.kind == "conv" else w[unit].reshape(28, 28)
+
+
+# ---- names, notes and other runs ---------------------------------------------------------------
+
+def neuron_labels(run_id: str, layer: int) -> dict[int, dict]:
+    """{unit: {"name": ..., "note": ...}} from the run's tags, read fresh (another person may just have named one)."""
+    tags = store.get_run(run_id).data.tags
+    out: dict[int, dict] = {}
+    prefix = f"neuron.{layer}."
+    for key, value in tags.items():
+        if not key.startswith(prefix):
+            continue
+        unit, _, field = key[len(prefix):].partition(".")
+        if unit.isdigit() and key in (C.neuron_name_tag(layer, int(unit)), C.neuron_note_tag(layer, int(unit))):
+            out.setdefault(int(unit), {})[field] = value
+    return out
+
+
+def comparable_runs(t: Target) -> list[dict]:
+    """Other runs whose hidden layer t.layer has the same name and input (so their units see the same thing).
+
+    Same experiment first, then the same architecture.  Snapshots are checked when one is picked.
+    """
+    this = store.get_run(t.run_id)
+    exp_ids = [e["id"] for e in store.experiments()]
+    runs = store.search_runs(exp_ids) if exp_ids else []
+    arch = this.data.params.get(C.PARAM_ARCH)
+    want = store.layer_names(this)[:t.layer]
+    out = []
+    for r in runs:
+        if r.info.run_id == t.run_id or store.layer_names(r)[:t.layer] != want or len(store.layer_names(r)) <= t.layer:
+            continue
+        same_exp = r.info.experiment_id == this.info.experiment_id
+        same_arch = r.data.params.get(C.PARAM_ARCH) == arch
+        label = f"{r.info.run_name or r.info.run_id[:8]} · {r.data.params.get(C.PARAM_ARCH, '?')} · {r.info.run_id[:8]}"
+        out.append({"label": label, "value": r.info.run_id, "_key": (not same_exp, not same_arch)})
+    out.sort(key=lambda d: d.pop("_key"))
+    return out
+
+
+@dataclass(frozen=True)
+class Match:
+    other: Target
+    unit: int  # the other run's matching unit
+    corr: float
+    method: str
+
+
+def best_match(t: Target, unit: int, other_run_id: str) -> Match:
+    """The unit of another run (same layer, same epoch if it has it, else its last) most like `unit`."""
+    epochs = store.snapshot_epochs(store.check_run_id(other_run_id))
+    if not epochs:
+        raise StoreError(f"run {other_run_id} logged no weight snapshots to match against")
+    other = resolve(other_run_id, t.layer, t.epoch if t.epoch in epochs else epochs[-1])
+    if other.layer_name != t.layer_name:
+        raise StoreError(f"run {other_run_id[:8]}'s layer {t.layer} is {other.layer_name}, not {t.layer_name}")
+    match, corr, method = _matching(t.run_id, other_run_id, t.layer, t.epoch, other.epoch, t.kind == "conv")
+    return Match(other=other, unit=int(match[unit]), corr=float(corr[unit]), method=method)
+
+
+@functools.lru_cache(maxsize=64)
+def _matching(run_a: str, run_b: str, layer: int, epoch_a: int, epoch_b: int, cnn: bool):
+    a = layer_activations(run_a, epoch_a, layer, cnn).acts
+    b = layer_activations(run_b, epoch_b, layer, cnn).acts
+    return N.match_units(a, b)
+
+
+# ---- pictures ----------------------------------------------------------------------------------
+
+# ColorBrewer RdBu, low to high: red negative, white zero, blue positive (write-up C's convention).
+RDBU = np.array([(103, 0, 31), (178, 24, 43), (214, 96, 77), (244, 165, 130), (253, 219, 199), (247, 247, 247),
+                 (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172), (5, 48, 97)], dtype=np.float64)
+
+
+def diverging_rgb(values: np.ndarray, vmax: float) -> np.ndarray:
+    """(H, W) values -> (H, W, 3) uint8 in RdBu centred on 0, saturating at +-vmax."""
+    t = (np.clip(np.asarray(values, dtype=np.float64) / vmax, -1, 1) + 1) / 2 * (len(RDBU) - 1)
+    i = np.clip(np.floor(t).astype(int), 0, len(RDBU) - 2)
+    f = (t - i)[..., None]
+    return np.round(RDBU[i] * (1 - f) + RDBU[i + 1] * f).astype(np.uint8)
+
+
+def ink(image: np.ndarray) -> np.ndarray:
+    """A (28, 28) MNIST image (white on black, 0-255) as dark ink on white paper, uint8."""
+    return (255 - np.clip(np.asarray(image, dtype=np.float64), 0, 255)).round().astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
+    """Encode (H, W) grey or (H, W, 3) RGB uint8 as PNG, each pixel a scale x scale block."""
+    p = np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8).repeat(scale, 0).repeat(scale, 1))
+    h, w = p.shape[:2]
+    colour = 2 if p.ndim == 3 else 0
+    raw = b"".join(b"\x00" + p[r].tobytes() for r in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def png_uri(pixels: np.ndarray, scale: int = 1) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, scale)).decode("ascii")

@@ -1,0 +1,121 @@
+"""Layer view (/runs/<run_id>/neurons?layer=L&epoch=E): every unit of one hidden layer as a tile.
+
+First layer: each tile is the unit's incoming weights as a 28x28 image (a CNN's first
+layer: its 3x3 kernel), blue positive and red negative on one symmetric scale for the
+whole layer.  Deeper layers: the mean of the unit's top-k test images.  Each tile shows
+the unit's index, name, verdict and selectivity index, and links to the unit view.
+"""
+import dash
+from dash import Input, Output, State, callback, dcc, html
+
+from dashboard import neuron_data as D
+from dashboard.analytics import neurons as N
+from dashboard.neuron_data import layer_href, unit_href, verdict_color
+from dashboard.store import StoreError
+
+# Registered with an order so Dash matches this template before the run page's greedy "/runs/<run_id>".
+dash.register_page(__name__, path_template="/runs/<run_id>/neurons", order=2,
+                   title=lambda run_id=None, **_: f"Neurons {str(run_id)[:8]} · MNIST Lab")
+
+SORTS = {"index": "unit index", "si": "selectivity (highest first)", "dead": "dead units first"}
+TILE_PX = 96
+
+
+def sort_units(stats: N.LayerStats, how: str) -> list[int]:
+    units = list(range(stats.units))
+    if how == "si":
+        return sorted(units, key=lambda u: (-stats.si[u], u))
+    if how == "dead":
+        return sorted(units, key=lambda u: (not stats.dead[u], u))
+    return units
+
+
+def tile_images(t: D.Target, stats: N.LayerStats) -> tuple[list[str], str]:
+    """One PNG per unit and a line saying what the tiles show."""
+    if t.first:
+        w = D.weights(t)
+        vmax = D.heatmap_scale(w)
+        uris = [D.png_uri(D.diverging_rgb(D.unit_heatmap(t, w, u), vmax)) for u in range(t.units)]
+        what = "3×3 kernel" if t.kind == "conv" else "incoming weights (28×28)"
+        return uris, f"Each tile: the unit's {what}; blue positive, red negative, white 0, one scale for all " \
+                     f"tiles (±{vmax:.3g})."
+    uris = [D.png_uri(D.ink(stats.top_mean[u])) for u in range(t.units)]
+    return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink)."
+
+
+def tiles(t: D.Target, sort: str = "index") -> tuple[list, str]:
+    """The layer's tiles in the chosen order, and the legend line."""
+    stats = D.layer_stats(t)
+    labels = D.neuron_labels(t.run_id, t.layer)
+    uris, legend = tile_images(t, stats)
+    out = []
+    for u in sort_units(stats, sort):
+        name = labels.get(u, {}).get("name", "")
+        verdict = stats.verdicts[u]
+        out.append(dcc.Link([
+            html.Img(src=uris[u], alt=f"unit {u}", className="neurons-tile-img",
+                     style={"width": TILE_PX, "height": TILE_PX, "imageRendering": "pixelated",
+                            "border": "1px solid var(--border)", "display": "block", "margin": "0 auto 4px"}),
+            html.Div([html.B(f"#{u}"), " ", html.Span(name, className="neurons-tile-name")],
+                     style={"overflow": "hidden", "textOverflow": "ellipsis", "whiteSpace": "nowrap"}),
+            html.Div(verdict, className="neurons-tile-verdict small",
+                     style={"color": verdict_color(verdict), "fontWeight": 600}),
+            html.Div(f"SI {stats.si[u]:.2f}", className="neurons-tile-si small muted"),
+        ], href=unit_href(t.run_id, t.layer, u, t.epoch), className="neurons-tile", title=f"unit {u}: {verdict}",
+            style={"display": "block", "padding": "8px", "border": "1px solid var(--border)", "borderRadius": "8px",
+                   "background": "var(--surface)", "color": "var(--text)", "textDecoration": "none",
+                   "textAlign": "center"}))
+    return out, legend
+
+
+def epoch_slider(component_id: str, t: D.Target) -> dcc.Slider:
+    return dcc.Slider(id=component_id, min=t.epochs[0], max=t.epochs[-1], step=None, value=t.epoch,
+                      marks={e: str(e) for e in t.epochs}, allow_direct_input=False)
+
+
+def error_page(message: str):
+    return html.Div([html.H2("Neurons"), html.Div(message, className="message message-error"),
+                     dcc.Link("← all runs", href="/")])
+
+
+def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
+    try:
+        t = D.resolve(run_id, layer, epoch)
+        sort = sort if sort in SORTS else "index"
+        tile_list, legend = tiles(t, sort)
+    except StoreError as e:
+        return error_page(str(e))
+    hidden = D.hidden_layers(D.store.get_run(t.run_id))
+    layer_links = [dcc.Link(f"Layer {i} ({name})", href=layer_href(t.run_id, i, t.epoch),
+                            style={"fontWeight": 700 if i == t.layer else 400})
+                   for i, name in enumerate(hidden, start=1)]
+    return html.Div([
+        dcc.Store(id="neurons-target", data={"run_id": t.run_id, "layer": t.layer}),
+        html.H2(f"Neurons · {t.run_name}"),
+        html.Div([dcc.Link("← run page", href=f"/runs/{t.run_id}"), *layer_links], className="row"),
+        html.Div([
+            html.Div([html.Label("Epoch", className="small muted"), epoch_slider("neurons-epoch", t)],
+                     className="grow"),
+            html.Div([html.Label("Sort by", className="small muted"),
+                      dcc.Dropdown(id="neurons-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
+                                   value=sort, clearable=False, style={"width": 240})]),
+        ], className="row card"),
+        html.P(legend, id="neurons-legend", className="small muted"),
+        html.Div(tile_list, id="neurons-tiles",
+                 style={"display": "grid", "gap": "10px",
+                        "gridTemplateColumns": f"repeat(auto-fill, minmax({TILE_PX + 40}px, 1fr))"}),
+        html.P(f"Verdicts: class-selective (digit d) when SI ≥ {N.SI_THRESHOLD} and at least "
+               f"{N.TOPK_MAJORITY:.0%} of the top {N.DEFAULT_K} images are digit d; dead when the activation "
+               f"varies by less than {N.DEAD_RANGE:g} over the 10,000 test images; otherwise feature-selective.",
+               className="small muted", style={"marginTop": 12}),
+    ])
+
+
+@callback(Output("neurons-tiles", "children"), Output("neurons-legend", "children"),
+          Input("neurons-epoch", "value"), Input("neurons-sort", "value"), State("neurons-target", "data"),
+          prevent_initial_call=True)
+def update_tiles(epoch, sort, target):
+    try:
+        return tiles(D.resolve(target["run_id"], target["layer"], epoch), sort)
+    except StoreError as e:
+        return html.Div(str(e), className="message message-error"), ""
