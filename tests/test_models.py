@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from training.config import RunConfig
-from training.models import StackedNet, init_params, layers_of, n_params, output_probs, per_model_loss, to_module
+from training.models import (StackedNet, init_params, layers_of, mlp_loss_and_grads, n_params, output_probs,
+                            per_model_loss, to_module)
 from training.optim import StackedAdam, StackedSGD
 
 CONFIGS = {
@@ -98,3 +99,17 @@ def test_stacked_optimizers_follow_torch_optim(opt):
     for k, (module, _) in enumerate(refs):
         for name, value in net.model_params(k).items():
             torch.testing.assert_close(value, module.state_dict()[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nielsen", "deep-relu", "tanh-normal"])
+def test_hand_written_mlp_backprop_matches_autograd(name):
+    config = CONFIGS[name]
+    net = _stack(config, [0, 1, 2])
+    x, y = torch.rand(3, 7, 784), torch.randint(0, 10, (3, 7))
+    losses, grads = mlp_loss_and_grads(net, x, y)
+    logits, _ = net.forward(x)
+    ref_losses = per_model_loss(logits, y, config.loss)
+    ref = torch.autograd.grad(ref_losses.sum(), list(net.params.values()))
+    torch.testing.assert_close(losses, ref_losses.detach())
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -18,7 +18,7 @@ import torch
 from training import contract as C
 from training.config import RunConfig
 from training.data import Mnist
-from training.models import StackedNet, init_params, output_probs, per_model_loss
+from training.models import StackedNet, init_params, mlp_loss_and_grads, output_probs, per_model_loss
 from training.optim import make_optimizer
 
 TRAIN_EVAL_SIZE = 10_000  # train metrics use this fixed prefix of the training set
@@ -172,6 +172,8 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     tick = max(1, n_steps // 20)
 
     def grads_of(xb, yb):
+        if first.arch == "mlp":
+            return mlp_loss_and_grads(net, xb, yb)
         logits, _ = net.forward(xb)
         losses = per_model_loss(logits, yb, first.loss)
         return losses, torch.autograd.grad(losses.sum(), params)

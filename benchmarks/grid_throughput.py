@@ -1,0 +1,144 @@
+"""Grid training throughput, seconds per model-epoch, all measured in this one run.
+
+    .venv/bin/python benchmarks/grid_throughput.py [--epochs 1] [--threads N]
+
+(a) the grid engine: 12 configs of [784,30,10] sigmoid, batch 10, 60,000 images, one stacked cohort
+(b) a plain eager PyTorch loop: nn.Module + torch.optim.SGD, data resident as one tensor
+(c) a naive DataLoader loop with ToTensor per sample, as in write-up D (timed on part of an epoch)
+(d) the floor: FLOPs per model-epoch / this machine's measured fp32 GEMM rate
+and the cost of logging every epoch's metrics and snapshots to MLflow on top of (a).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.config import RunConfig  # noqa: E402
+from training.data import load  # noqa: E402
+from training.engine import train_cohort  # noqa: E402
+
+SIZES = (784, 30, 10)
+BATCH = 10
+K = 12
+
+
+class NullSink:
+    def log_epoch(self, *args):
+        pass
+
+    def fail(self, k, reason):
+        raise RuntimeError(reason)
+
+
+def grid_configs(epochs: int) -> list[RunConfig]:
+    lrs = [0.5, 1.0, 3.0, 10.0]
+    return [RunConfig(sizes=SIZES, activation="sigmoid", loss="mse", lr=lrs[i % 4], seed=i // 4,
+                      batch_size=BATCH, epochs=epochs, experiment="bench") for i in range(K)]
+
+
+def time_engine(data, epochs: int, sink=None):
+    """Seconds per model-epoch, and the cohort's final parameters."""
+    start = time.perf_counter()
+    result = train_cohort(grid_configs(epochs), data, sink or NullSink())
+    return (time.perf_counter() - start) / (K * epochs), result
+
+
+def time_eager(data) -> float:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 30), torch.nn.Sigmoid(), torch.nn.Linear(30, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=3.0)
+    x, y = data.train_x, data.train_y
+    target = torch.nn.functional.one_hot(y, 10).float()
+    perm = torch.randperm(len(x))
+    start = time.perf_counter()
+    for s in range(0, len(x), BATCH):
+        idx = perm[s:s + BATCH]
+        out = torch.sigmoid(model(x[idx]))
+        loss = 0.5 * (out - target[idx]).pow(2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def time_dataloader(root: Path, fraction: float) -> float:
+    from torchvision import datasets, transforms
+    ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 30), torch.nn.Sigmoid(),
+                                torch.nn.Linear(30, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=3.0)
+    steps = int(len(loader) * fraction)
+    start = time.perf_counter()
+    for i, (xb, yb) in enumerate(loader):
+        if i == steps:
+            break
+        out = torch.sigmoid(model(xb))
+        loss = 0.5 * (out - torch.nn.functional.one_hot(yb, 10).float()).pow(2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / fraction
+
+
+def gemm_gflops() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_model_epoch(n: int) -> float:
+    # Forward 2*MACs; backward computes weight grads and (for all but the first layer) input grads: 2x forward.
+    macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
+    return 6.0 * macs * n
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=1, help="epochs for (a) (default %(default)s)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dataloader-fraction", type=float, default=0.1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load()
+    n = len(data.train_x)
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s); "
+          f"[784,30,10] sigmoid, batch {BATCH}, {n} images")
+    a, _ = time_engine(data, args.epochs)
+    print(f"(a) grid engine, {K} configs stacked:      {a:7.3f} s per model-epoch")
+    b = time_eager(data)
+    print(f"(b) plain eager loop, resident data:      {b:7.3f} s per model-epoch")
+    c = time_dataloader(data.root, args.dataloader_fraction)
+    print(f"(c) DataLoader + ToTensor per sample:     {c:7.3f} s per model-epoch "
+          f"(timed on {args.dataloader_fraction:.0%} of an epoch)")
+    rate = gemm_gflops()
+    d = flops_per_model_epoch(n) / (rate * 1e9)
+    print(f"(d) floor: {flops_per_model_epoch(n) / 1e9:.2f} GFLOP / {rate:.0f} GFLOP/s = {d:7.3f} s per model-epoch")
+    print(f"ratios: (b)/(a) = {b / a:.1f}x   (c)/(a) = {c / a:.1f}x   (a)/(d) = {a / d:.1f}x")
+
+    from training.tracking import MlflowSink, client
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db?timeout=60"
+        sink = MlflowSink(client(), grid_configs(args.epochs), data)
+        logged, result = time_engine(data, args.epochs, sink)
+        start = time.perf_counter()
+        sink.finish(result.params)
+        finish = time.perf_counter() - start
+    print(f"(a) + MLflow logging of every epoch's metrics and snapshots: {logged:.3f} s per model-epoch, "
+          f"{logged / a - 1:+.0%} over (a); then {finish:.1f} s once to log the {K} final models")
+
+
+if __name__ == "__main__":
+    main()
