@@ -1,0 +1,146 @@
+"""Health warnings: each check fires on data that shows its problem, and stays quiet on healthy data."""
+import numpy as np
+import pytest
+
+from dashboard.analytics import health as H
+from training import contract as C
+
+EDGES = np.linspace(0, 1, 21)
+
+
+def checks(warnings):
+    return [w.check for w in warnings]
+
+
+def test_a_steadily_falling_loss_is_healthy():
+    assert H.loss_warnings("train_loss", [2.3, 1.0, 0.6, 0.4, 0.3, 0.25]) == []
+
+
+def test_a_loss_that_ends_well_above_its_best_is_rising():
+    (w,) = H.loss_warnings("train_loss", [2.3, 0.5, 0.4, 0.6, 0.9])
+    assert w.title == "train_loss is rising" and "epoch 2" in w.explanation and "learning rate" in w.fix
+
+
+def test_a_rising_test_loss_is_reported_as_overfitting():
+    (w,) = H.loss_warnings("test_loss", [0.5, 0.3, 0.35, 0.42])
+    assert "overfitting" in w.fix
+
+
+def test_a_rise_within_tolerance_is_not_a_warning():
+    assert H.loss_warnings("train_loss", [1.0, 0.50, 0.54]) == []  # 8 % above the best: under 10 %
+
+
+def test_a_loss_that_flips_direction_every_epoch_is_oscillating():
+    ws = H.loss_warnings("train_loss", [1.0, 0.6, 0.8, 0.5, 0.7, 0.45, 0.65])
+    assert "train_loss is oscillating" in [w.title for w in ws]
+
+
+def test_tiny_wiggles_are_not_oscillation():
+    v = 0.3 + 0.0005 * np.array([0, 1, 0, 1, 0, 1, 0])
+    assert H.loss_warnings("train_loss", v) == []
+
+
+def test_a_nan_loss_is_an_error_naming_the_epoch():
+    (w,) = H.loss_warnings("train_loss", [2.3, 1.0, float("nan")])
+    assert w.severity == "error" and "epoch 2" in w.explanation
+
+
+def test_more_than_half_dead_units_is_flagged_per_layer():
+    ws = H.dead_unit_warnings({"fc1": 0.75, "fc2": 0.5}, "relu")
+    assert [w.title for w in ws] == ["75% of fc1's units are dead"]
+
+
+def test_sigmoid_layers_are_called_saturated_not_dead():
+    (w,) = H.dead_unit_warnings({"fc1": 0.9}, "sigmoid")
+    assert "saturated" in w.title
+
+
+@pytest.mark.parametrize("norms, expected", [
+    ({"fc1": 0.5, "fc2": 1.0}, []),
+    ({"fc1": 1e-4, "fc2": 1.0}, ["Vanishing gradients"]),  # first layer gets 0.01 % of the output's
+    ({"fc1": 1e-8, "fc2": 1e-8}, ["Vanishing gradients"]),  # tiny everywhere
+    ({"fc1": 500.0, "fc2": 1.0}, ["Exploding gradients"]),
+    ({"fc1": float("inf"), "fc2": 1.0}, ["Exploding gradients"]),
+])
+def test_gradient_checks(norms, expected):
+    assert [w.title for w in H.gradient_warnings(norms)] == expected
+
+
+def test_confident_wrong_fraction_counts_bins_at_or_above_0_9():
+    counts = np.zeros(20)
+    counts[18], counts[19], counts[5] = 30, 10, 60  # 40 of 100 wrong predictions are >= 0.9
+    assert H.confident_wrong_fraction(EDGES, counts) == (pytest.approx(0.4), 100)
+
+
+def test_mostly_confident_mistakes_warn_and_mostly_unsure_ones_do_not():
+    confident = np.zeros(20)
+    confident[19], confident[10] = 80, 20
+    unsure = confident[::-1].copy()
+    assert checks(H.confidence_warnings(EDGES, confident)) == ["confidence"]
+    assert H.confidence_warnings(EDGES, unsure) == []
+
+
+def test_a_handful_of_confident_mistakes_proves_nothing():
+    counts = np.zeros(20)
+    counts[19] = 5
+    assert H.confidence_warnings(EDGES, counts) == []
+
+
+def test_ks_distance_of_identical_histograms_is_zero_and_of_disjoint_ones_is_one():
+    e = np.linspace(0, 1, 11)
+    a = np.array([0, 0, 5, 5, 0, 0, 0, 0, 0, 0])
+    b = np.array([0, 0, 0, 0, 0, 0, 0, 5, 5, 0])
+    assert H.histogram_ks(e, a, e, a) == 0
+    assert H.histogram_ks(e, a, e, b) == pytest.approx(1.0)
+
+
+def test_ks_distance_compares_histograms_with_different_bins():
+    # The same uniform distribution on [0, 1] binned two ways is the same distribution.
+    assert H.histogram_ks(np.linspace(0, 1, 11), np.ones(10), np.linspace(0, 1, 41), np.ones(40)) < 1e-9
+    # Uniform on [0, 1] vs uniform on [0, 2]: CDFs differ most at 1, by 0.5.
+    assert H.histogram_ks(np.linspace(0, 1, 11), np.ones(10), np.linspace(0, 2, 21), np.ones(20)) == pytest.approx(0.5)
+
+
+def test_activations_that_do_not_move_between_snapshots_are_flagged():
+    e = np.linspace(0, 1, 11)
+    before = {"fc1": (e, np.arange(10)), "fc2": (e, np.arange(10))}
+    after = {"fc1": (e, np.arange(10)), "fc2": (e, np.arange(10)[::-1])}
+    (w,) = H.static_activation_warnings(before, after, (0, 5))
+    assert w.title == "fc1's activations don't change"
+    assert H.static_activation_warnings(before, before, (3, 3)) == []  # one snapshot: nothing to compare
+
+
+def test_every_warning_is_one_line_with_a_fix():
+    counts = np.zeros(20)
+    counts[19] = 50
+    ws = (H.loss_warnings("train_loss", [1, 0.5, 0.9]) + H.dead_unit_warnings({"fc1": 1.0}, "relu")
+          + H.gradient_warnings({"fc1": 1e-9, "fc2": 1}) + H.confidence_warnings(EDGES, counts))
+    assert len(ws) == 4
+    for w in ws:
+        assert w.explanation and w.fix and "\n" not in w.explanation + w.fix
+
+
+def test_run_health_combines_the_checks_over_a_runs_histories():
+    hist = {C.TRAIN_LOSS: np.array([2.3, 0.4, 0.9]), C.dead_fraction_key("fc1"): np.array([0.0, 0.6, 0.8]),
+            C.grad_norm_key("fc1"): np.array([1.0, 1.0, 1.0]), C.grad_norm_key("fc2"): np.array([1.0, 1.0, 1.0])}
+    ws = H.run_health(hist, ["fc1"], ["fc1", "fc2"], "relu", None, None, None)
+    assert checks(ws) == ["loss", "dead"]
+
+
+def test_real_runs_are_checked_without_error(trained_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
+    from dashboard import store
+    for key in ("sigmoid", "relu", "cnn"):
+        rid = trained_store.run_ids[key]
+        run = store.get_run(rid)
+        layers = store.layer_names(run)
+        keys = [C.TRAIN_LOSS, C.TEST_LOSS] + [C.grad_norm_key(l) for l in layers] \
+            + [C.dead_fraction_key(l) for l in layers[:-1]]
+        hist = {k: store.metric_history(rid, k)["value"].to_numpy() for k in keys}
+        epochs = store.snapshot_epochs(rid)
+        ws = H.run_health(hist, layers[:-1], layers, run.data.params["activation"],
+                          store.load_snapshot(rid, epochs[0]), store.load_snapshot(rid, epochs[-1]),
+                          (epochs[0], epochs[-1]))
+        assert all(isinstance(w, H.HealthWarning) for w in ws)
+        # Two epochs of real training move every hidden layer's activations.
+        assert "activations" not in checks(ws), ws
