@@ -5,8 +5,7 @@ responds to each digit (distribution, mean per class, SI, NMI and a verdict), ho
 formed (an epoch scrubber with play), its counterpart in another run, a name and a
 note stored as MLflow tags, and a one-page HTML report to download.
 """
-import html as html_text
-from datetime import datetime, timezone
+from datetime import datetime
 
 import dash
 import numpy as np
@@ -16,7 +15,7 @@ from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 from dashboard import neuron_data as D
 from dashboard import store
 from dashboard.analytics import neurons as N
-from dashboard.neuron_data import layer_href, unit_href, verdict_color
+from dashboard.neuron_data import NEGATIVE, NEUTRAL, POSITIVE, layer_href, unit_href, verdict_color
 from dashboard.store import StoreError
 
 try:
@@ -30,7 +29,6 @@ dash.register_page(__name__, path_template="/runs/<run_id>/neurons/<layer>/<unit
 
 GRAPH_CONFIG = {"displaylogo": False}
 PLAY_MS = 1200
-POSITIVE, NEGATIVE, NEUTRAL = "#2166ac", "#b2182b", "#9aa4b5"
 HIST_BINS = 40
 
 
@@ -112,31 +110,6 @@ def class_means_figure(stats: N.LayerStats, unit: int) -> go.Figure:
     return fig
 
 
-def summary_sentence(t: D.Target, stats: N.LayerStats, unit: int, labels: np.ndarray) -> str:
-    """SI, NMI and the verdict in words a student can follow."""
-    verdict = stats.verdicts[unit]
-    a = stats.acts[:, unit]
-    if stats.dead[unit]:
-        return (f"Unit {unit} is dead at epoch {t.epoch}: its activation stays at {a.mean():.3f} on every test image "
-                f"(it varies by less than {N.DEAD_RANGE:g}), so it tells the network nothing.")
-    k = stats.top.shape[1]
-    pref = int(stats.preferred[unit])
-    rest = float(np.delete(stats.means[unit], pref).mean())
-    top_labels = labels[stats.top[unit]]
-    n_pref = int((top_labels == pref).sum())
-    head = (f"Unit {unit} responds most to {pref}s (mean activation {stats.means[unit, pref]:.3f}, against "
-            f"{rest:.3f} for the other digits): selectivity index SI = {stats.si[unit]:.2f} "
-            f"(0 = no preference, 1 = only {pref}s), and its activation shares NMI = {stats.nmi[unit]:.2f} "
-            f"of the label's information. {n_pref} of its top {k} images are {pref}s. ")
-    if verdict.startswith("class"):
-        return head + f"Verdict: {verdict}: a detector for the digit {pref}."
-    digits = ", ".join(f"{d}×{c}" for d, c in zip(*np.unique(top_labels, return_counts=True)))
-    why = (f"SI is below {N.SI_THRESHOLD}" if stats.si[unit] < N.SI_THRESHOLD
-           else f"fewer than {N.TOPK_MAJORITY:.0%} of its top images are {pref}s")
-    return head + (f"Verdict: feature-selective ({why}): it responds to a stroke or shape shared by several "
-                   f"digits (top {k}: {digits}).")
-
-
 def image_strip(indices: np.ndarray, acts: np.ndarray, labels: np.ndarray, images: np.ndarray, id_prefix: str):
     return [html.Figure([
         html.Img(src=D.png_uri(D.ink(images[i])), alt=f"test image {i}",
@@ -160,7 +133,7 @@ def unit_panels(t: D.Target, unit: int) -> dict:
         "hist": histogram_figure(stats, unit),
         "per_class": per_class_figure(stats, unit, labels),
         "means": class_means_figure(stats, unit),
-        "summary": summary_sentence(t, stats, unit, labels),
+        "summary": D.summary_sentence(t, stats, unit, labels),
         "verdict": stats.verdicts[unit],
         "k": k,
     }
@@ -186,71 +159,6 @@ def compare_panel(t: D.Target, unit: int, other_run_id: str):
                 f" over the 10,000 test images ({m.method} across the layer's units)."]),
         html.Div([side(t, unit, mine, "This run"), side(m.other, m.unit, theirs, "Other run")], className="grid-2"),
     ])
-
-
-# ---- the report -----------------------------------------------------------------------------
-
-def _svg_bars(values: np.ndarray, highlight: int, width: int = 360, height: int = 150) -> str:
-    lo = min(0.0, float(np.nanmin(values)))
-    hi = max(float(np.nanmax(values)), lo + 1e-9)
-    bw = width / len(values)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 36}" '
-             f'role="img" aria-label="mean activation per digit">']
-    for d, v in enumerate(values):
-        top = height * (1 - (v - lo) / (hi - lo))
-        base = height * (1 - (0 - lo) / (hi - lo))
-        y, h = min(top, base), abs(base - top)
-        color = POSITIVE if d == highlight else NEUTRAL
-        parts.append(f'<rect x="{d * bw + 3:.1f}" y="{y:.1f}" width="{bw - 6:.1f}" height="{max(h, 0.5):.1f}" '
-                     f'fill="{color}"><title>digit {d}: {v:.3f}</title></rect>')
-        parts.append(f'<text x="{d * bw + bw / 2:.1f}" y="{height + 14}" text-anchor="middle" '
-                     f'font-size="11">{d}</text>')
-    parts.append(f'<text x="{width / 2}" y="{height + 32}" text-anchor="middle" font-size="11">digit '
-                 f'(bar: mean activation, {lo:.2f} to {hi:.2f})</text></svg>')
-    return "".join(parts)
-
-
-def report_html(t: D.Target, unit: int) -> str:
-    """A self-contained one-page HTML report of the unit (images inline, no scripts), like write-up E's."""
-    p = unit_panels(t, unit)
-    stats = D.layer_stats(t)
-    images, labels = D.test_images()
-    label = D.neuron_labels(t.run_id, t.layer).get(unit, {})
-    esc = html_text.escape
-    w = D.weights(t)
-    if t.first:
-        heat = D.png_uri(D.diverging_rgb(D.unit_heatmap(t, w, unit), D.heatmap_scale(w)), scale=8)
-        heat_caption = ("3×3 kernel" if t.kind == "conv" else "incoming weights") + \
-            f", blue + / red −, scale ±{D.heatmap_scale(w):.3g}"
-    else:
-        heat, heat_caption = None, ""
-    tops = "".join(
-        f'<figure><img src="{D.png_uri(D.ink(images[i]), scale=3)}" alt="test image {i}">'
-        f'<figcaption><b>{labels[i]}</b> · {stats.acts[i, unit]:.3f}</figcaption></figure>'
-        for i in stats.top[unit])
-    name = f"“{esc(label['name'])}”" if label.get("name") else ""
-    note = f"<p class=note>{esc(label['note'])}</p>" if label.get("note") else ""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    heat_fig = (f'<figure><img src="{heat}" alt="weights" class=big><figcaption>{esc(heat_caption)}'
-                f'</figcaption></figure>' if heat else "")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Unit {unit}, layer {t.layer} · {esc(t.run_name)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;color:#1d2330}}
-figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}}
-img{{image-rendering:pixelated;border:1px solid #dde1e8}} img.big{{width:224px}}
-.verdict{{font-weight:700;color:{verdict_color(p['verdict'])}}} .muted{{color:#5d6677;font-size:12px}}
-.note{{white-space:pre-wrap;background:#f6f7f9;padding:8px}}</style></head><body>
-<h1>Unit {unit} of layer {t.layer} ({esc(t.layer_name)}) {name}</h1>
-<p class=muted>Run {esc(t.run_name)} ({t.run_id}) · epoch {t.epoch} · {stamp}</p>
-{note}<p class=verdict>{esc(p['verdict'])} · SI {stats.si[unit]:.2f} · NMI {stats.nmi[unit]:.2f}</p>
-<p>{esc(p['summary'])}</p>
-{heat_fig}<figure><img src="{D.png_uri(D.ink(stats.top_mean[unit]), scale=8)}" alt="top mean" class=big>
-<figcaption>mean of its top {p['k']} images</figcaption></figure>
-<figure>{_svg_bars(stats.means[unit], int(stats.preferred[unit]))}</figure>
-<h2>Top {p['k']} test images (digit · activation)</h2>{tops}
-<p class=muted>SI = (μmax − μrest)/(μmax + μrest) over class-mean activations (Morcos et al. 2018); class-selective
-when SI ≥ {N.SI_THRESHOLD} and ≥ {N.TOPK_MAJORITY:.0%} of the top {p['k']} are one digit.</p>
-</body></html>"""
 
 
 # ---- layout and callbacks ---------------------------------------------------------------------
@@ -406,4 +314,4 @@ def show_match(other, epoch, target):
 def download_report(_clicks, epoch, target):
     t = D.resolve(target["run_id"], target["layer"], epoch, target["unit"])
     name = f"unit-{t.run_id[:8]}-layer{t.layer}-unit{target['unit']}-epoch{t.epoch}.html"
-    return dcc.send_string(report_html(t, target["unit"]), name)
+    return dcc.send_string(D.report_html(t, target["unit"]), name)
