@@ -1,0 +1,146 @@
+"""The neuron explorer in real Chromium over the real trained store: tiles, unit pages, scrubbing, names."""
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import assert_no_dash_errors
+from training import contract as C
+
+pytestmark = pytest.mark.browser
+
+HEATMAP_DATA = "JSON.stringify(document.querySelector('#unit-weights .js-plotly-plot').data[0].z)"
+
+
+def open_unit(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
+
+
+def test_layer_view_shows_a_tile_for_every_unit_with_verdict_and_si(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["sigmoid"]
+    page.goto(f"{dashboard_url}/runs/{rid}/neurons?layer=1&sort=si")
+    page.wait_for_selector(".neurons-tile", timeout=30000)
+    tiles = page.locator(".neurons-tile")
+    assert tiles.count() == 20
+    assert page.locator(".neurons-tile img").count() == 20
+    verdicts = page.locator(".neurons-tile-verdict").all_inner_texts()
+    assert all(v in ("feature-selective", "dead") or v.startswith("class-selective (digit ") for v in verdicts)
+    si = [float(s.split()[1]) for s in page.locator(".neurons-tile-si").all_inner_texts()]
+    assert si == sorted(si, reverse=True)
+    tiles.first.click()
+    page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
+    assert f"/runs/{rid}/neurons/1/" in page.url
+    assert_no_dash_errors(page)
+
+
+def test_unit_view_shows_heatmap_top_8_per_class_distribution_si_and_verdict(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["sigmoid"]
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/4")
+    assert page.evaluate("document.querySelector('#unit-weights .js-plotly-plot').data[0].type") == "heatmap"
+    assert page.locator("#unit-top img").count() == 8
+    captions = page.locator("#unit-top figcaption").all_inner_texts()
+    acts = [float(c.split("·")[1]) for c in captions]
+    assert acts == sorted(acts, reverse=True)
+    assert page.evaluate("document.querySelector('#unit-per-class .js-plotly-plot').data.length") == 10
+    summary = page.locator("#unit-summary").inner_text()
+    assert "SI = " in summary and "NMI = " in summary and "Verdict: " in summary
+    page.locator("#unit-show-bottom input").check()
+    page.wait_for_function("getComputedStyle(document.querySelector('#unit-bottom')).display === 'flex'")
+    assert page.locator("#unit-bottom img").count() == 8
+    with page.expect_download() as download:
+        page.click("#unit-report-button")
+    report = open(download.value.path(), encoding="utf-8").read()
+    assert "Unit 4 of layer 1" in report and report.count("<img") == 2 + 8
+    assert_no_dash_errors(page)
+
+
+def test_moving_the_epoch_changes_the_heatmap_and_play_runs_to_the_last_epoch(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["sigmoid"]
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/2")
+    last = page.evaluate(HEATMAP_DATA)
+    thumb = page.locator("#unit-epoch [role=slider]")
+    assert thumb.get_attribute("aria-valuenow") == "2"
+    thumb.focus()
+    page.keyboard.press("Home")
+    page.wait_for_function(f"{HEATMAP_DATA} !== {last!r}", timeout=15000)
+    untrained = page.evaluate(HEATMAP_DATA)
+    page.click("#unit-play")
+    page.wait_for_function(f"{HEATMAP_DATA} === {last!r}", timeout=15000)
+    assert thumb.get_attribute("aria-valuenow") == "2"
+    page.wait_for_function("document.querySelector('#unit-play').innerText.includes('Play')", timeout=5000)
+    assert untrained != last
+    assert_no_dash_errors(page)
+
+
+def test_a_name_set_in_the_page_is_a_run_tag_and_shows_as_text_in_the_layer_view(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["sigmoid"]
+    hostile = "<img src=x onerror=window.__pwned=1>"
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/7")
+    page.fill("#unit-name", hostile)
+    page.fill("#unit-note", "fires on the left half of a 0")
+    page.click("#unit-save")
+    page.wait_for_function("document.querySelector('#unit-save-status').innerText.startsWith('Saved')")
+    tags = MlflowClient(trained_store.tracking_uri).get_run(rid).data.tags
+    assert tags[C.neuron_name_tag(1, 7)] == hostile
+    assert tags[C.neuron_note_tag(1, 7)] == "fires on the left half of a 0"
+    page.goto(f"{dashboard_url}/runs/{rid}/neurons?layer=1")
+    page.wait_for_selector(".neurons-tile", timeout=30000)
+    tile = page.locator(".neurons-tile").nth(7)
+    assert tile.locator(".neurons-tile-name").inner_text() == hostile
+    assert page.locator("img[src=x]").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert_no_dash_errors(page)
+
+
+def test_a_unit_opened_with_another_run_shows_its_best_match_and_correlation(page, dashboard_url, trained_store):
+    rid, other = trained_store.run_ids["sigmoid"], trained_store.run_ids["sigmoid_b"]
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/3?compare={other}")
+    corr = page.locator("#unit-compare-corr").inner_text()
+    assert corr.startswith("r = ") and -1 <= float(corr[4:]) <= 1
+    assert page.locator("#unit-compare .js-plotly-plot").count() == 2  # both heatmaps
+    assert "one-to-one" in page.locator("#unit-compare").inner_text()
+    assert_no_dash_errors(page)
+
+
+def test_a_cnns_first_conv_layer_shows_channels_as_units_with_3x3_kernels(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["cnn"]
+    page.goto(f"{dashboard_url}/runs/{rid}/neurons?layer=1")
+    page.wait_for_selector(".neurons-tile", timeout=30000)
+    assert page.locator(".neurons-tile").count() == 16
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/5")
+    kernel = "document.querySelector('#unit-weights .js-plotly-plot')._fullData[0].z"
+    assert page.evaluate(f"[{kernel}.length, {kernel}[0].length]") == [3, 3]
+    assert page.locator("#unit-top img").count() == 8
+    assert_no_dash_errors(page)
+
+
+def test_bad_addresses_show_a_message_not_an_error(page, dashboard_url, trained_store):
+    ids = trained_store.run_ids
+    cases = {
+        f"/runs/{'0' * 32}/neurons": "is not in the store",
+        f"/runs/{ids['sigmoid']}/neurons?layer=7": "layer 7 does not exist",
+        f"/runs/{ids['sigmoid']}/neurons?layer=x": "is not a whole number",
+        f"/runs/{ids['sigmoid']}/neurons?epoch=99": "epoch 99 has no snapshot",
+        f"/runs/{ids['foreign']}/neurons": "not logged by MNIST Lab's trainer",
+        f"/runs/{ids['sigmoid']}/neurons/1/20": "unit 20 does not exist",
+        f"/runs/{ids['sigmoid']}/neurons/3/0": "layer 3 does not exist",
+        f"/runs/{ids['sigmoid']}/neurons/1/abc": "unit 'abc' is not a whole number",
+    }
+    for path, message in cases.items():
+        page.goto(dashboard_url + path)
+        page.wait_for_selector(".message-error", timeout=15000)
+        assert message in page.locator(".message-error").inner_text(), path
+    assert_no_dash_errors(page)
+
+
+def test_the_run_page_and_the_neuron_pages_resolve_to_their_own_layouts(page, dashboard_url, trained_store):
+    rid = trained_store.run_ids["relu"]
+    page.goto(f"{dashboard_url}/runs/{rid}/neurons/2/3")
+    page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
+    page.goto(f"{dashboard_url}/runs/{rid}/neurons?layer=2")
+    page.wait_for_selector(".neurons-tile", timeout=30000)
+    assert page.locator(".neurons-tile").count() == 16
+    page.goto(f"{dashboard_url}/runs/{rid}")
+    page.wait_for_timeout(1500)
+    assert page.locator("#unit-target, #neurons-target").count() == 0
+    assert page.locator("h2").count() >= 1
+    assert_no_dash_errors(page)
