@@ -9,6 +9,7 @@ import functools
 import re
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -90,19 +91,45 @@ def is_finished(run) -> bool:
     return run.info.status in TERMINAL
 
 
-def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
-    """Runs matching MLflow's search syntax.  A bad filter raises StoreError with MLflow's own message."""
-    runs, token = [], None
+SEARCH_TTL_S = 30.0
+_search_cache: dict = {}  # (uri, experiment ids, filter) -> (time, newest run id, runs)
+_search_lock = threading.Lock()
+
+
+def _search(experiment_ids, filter_string, max_results, token=None):
     try:
-        while len(runs) < MAX_RUNS:
-            page = client().search_runs(experiment_ids, filter_string or "", ViewType.ACTIVE_ONLY,
-                                        max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        return client().search_runs(experiment_ids, filter_string or "", ViewType.ACTIVE_ONLY, max_results=max_results,
+                                    order_by=["attributes.start_time DESC"], page_token=token)
     except MlflowException as e:
         raise StoreError(f"bad filter: {e.message}") from None
+
+
+def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
+    """Runs matching MLflow's search syntax, newest first.  A bad filter raises StoreError with MLflow's own message.
+
+    A search over 1,000 runs costs MLflow over a second, and every visitor's page asks for it.  A result of
+    finished runs only changes when a new run appears (checked with a one-run search on every call) or a run
+    is deleted or renamed (seen within SEARCH_TTL_S), so it is reused; a result with a running run never is.
+    """
+    key = (tracking_uri(), tuple(experiment_ids), filter_string or "")
+    with _search_lock:
+        hit = _search_cache.get(key)
+    if hit and time.monotonic() - hit[0] < SEARCH_TTL_S:
+        newest = _search(experiment_ids, filter_string, 1)
+        if [r.info.run_id for r in newest] == hit[1]:
+            return list(hit[2])
+    runs, token = [], None
+    while len(runs) < MAX_RUNS:
+        page = _search(experiment_ids, filter_string, 1000, token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if all(is_finished(r) for r in runs):
+        with _search_lock:
+            _search_cache[key] = (time.monotonic(), [r.info.run_id for r in runs[:1]], runs)
+            while len(_search_cache) > 64:
+                _search_cache.pop(next(iter(_search_cache)))
     return runs
 
 
@@ -140,31 +167,58 @@ def get_runs(run_ids: list[str]) -> tuple[list, list[str]]:
     return runs, problems
 
 
+def _read_histories(run_ids: list[str], key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(steps, values) of one metric for many runs, sorted by step, the last value kept per step."""
+    got: dict[str, list] = {rid: [] for rid in run_ids}
+    # The SQL store answers many runs in one query (MLflow's server uses this for its charts); other stores,
+    # e.g. a remote tracking server, do not offer it through the client, so they are asked run by run.
+    bulk = getattr(getattr(client(), "_tracking_client", None), "store", None)
+    if run_ids and hasattr(bulk, "get_metric_history_bulk"):
+        for start in range(0, len(run_ids), 500):
+            for m in bulk.get_metric_history_bulk(run_ids[start:start + 500], key, max_results=10_000_000):
+                got[m.run_id].append(m)  # a Metric with its run_id
+    else:
+        for rid in run_ids:
+            got[rid] = client().get_metric_history(rid, key)
+    out = {}
+    for rid, hist in got.items():
+        df = _history_frame(hist)
+        out[rid] = (df["step"].to_numpy(), df["value"].to_numpy())
+    return out
+
+
 def metric_histories(runs: list, keys) -> pd.DataFrame:
     """Long frame (run_id, key, step, value) of several metrics for several runs, in one call.
 
-    Takes Run objects (from search_runs or get_runs) so it needs no extra get_run per read;
-    a key a run never logged is skipped without a query.  Finished runs' histories come from the cache.
+    Takes Run objects (from search_runs or get_runs) so it needs no extra get_run per run; a key a run
+    never logged is skipped without a query.  Finished runs' histories are cached as arrays.
     """
-    keys = list(keys)
-    parts = []
-    for run in runs:
-        rid, finished = run.info.run_id, is_finished(run)
-        for key in keys:
+    parts: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    for key in list(keys):
+        todo, finished = [], {}
+        for run in runs:
+            rid = run.info.run_id
             if key not in run.data.metrics:
                 continue
-            cache_key = ("metric", rid, key)
-            df = _finished_cache.get(cache_key) if finished else None
-            if df is None:
-                df = _history_frame(client().get_metric_history(rid, key))
-                if finished:
-                    _finished_cache.put(cache_key, df)
-            if not df.empty:
-                parts.append(df.assign(run_id=rid, key=key))
+            finished[rid] = is_finished(run)
+            hit = _finished_cache.get(("history", rid, key)) if finished[rid] else None
+            if hit is None:
+                todo.append(rid)
+            else:
+                parts.append((rid, key, *hit))
+        for rid, arrays in _read_histories(todo, key).items():
+            if finished[rid]:
+                _finished_cache.put(("history", rid, key), arrays)
+            parts.append((rid, key, *arrays))
+    parts = [p for p in parts if len(p[2])]
     if not parts:
         return pd.DataFrame({"run_id": pd.Series(dtype=str), "key": pd.Series(dtype=str),
                              "step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64")})
-    return pd.concat(parts, ignore_index=True)[["run_id", "key", "step", "value"]]
+    lengths = [len(p[2]) for p in parts]
+    return pd.DataFrame({"run_id": np.repeat([p[0] for p in parts], lengths),
+                         "key": np.repeat([p[1] for p in parts], lengths),
+                         "step": np.concatenate([p[2] for p in parts]).astype("int64"),
+                         "value": np.concatenate([p[3] for p in parts]).astype("float64")})
 
 
 def metric_history(run_id: str, key: str) -> pd.DataFrame:

@@ -53,3 +53,19 @@ def test_a_bad_filter_raises_store_error_with_mlflows_message(log_run):
     with pytest.raises(store.StoreError, match="bad filter"):
         store.search_runs([exp], "metrics.test_acc >")
     assert len(store.search_runs([exp], "metrics.test_acc > 0.5")) == 0  # a good filter matching nothing is fine
+
+
+def test_a_search_of_finished_runs_sees_a_new_run_at_once(log_run):
+    log_run("first", experiment="searched")
+    exp = MlflowClient(tracking_uri()).get_experiment_by_name("searched").experiment_id
+    assert [r.info.run_name for r in store.search_runs([exp])] == ["first"]
+    log_run("second", experiment="searched")
+    assert {r.info.run_name for r in store.search_runs([exp])} == {"first", "second"}
+
+
+def test_a_search_with_a_running_run_is_read_fresh_every_time(log_run):
+    rid = log_run("training", experiment="live-search", status="RUNNING")
+    exp = MlflowClient(tracking_uri()).get_experiment_by_name("live-search").experiment_id
+    assert store.search_runs([exp])[0].info.status == "RUNNING"
+    MlflowClient(tracking_uri()).set_terminated(rid, "FINISHED")
+    assert store.search_runs([exp])[0].info.status == "FINISHED"
