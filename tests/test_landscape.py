@@ -83,6 +83,14 @@ def test_two_snapshots_use_the_displacement_and_a_seeded_orthogonal_direction():
     np.testing.assert_array_equal(L.pca_directions(thetas)[0], directions)  # reproducible
 
 
+def test_three_snapshots_span_their_own_plane_exactly():
+    rng = np.random.default_rng(3)
+    thetas = rng.standard_normal((3, 40))
+    directions, path, explained = L.pca_directions(thetas)
+    np.testing.assert_allclose(thetas[-1] + path @ directions, thetas, atol=1e-10)
+    assert explained[0] == pytest.approx(1.0) and np.isnan(explained[1])
+
+
 def test_the_grid_covers_the_path_with_a_margin():
     path = np.array([[-4.0, 1.0], [-1.0, -2.0], [0.0, 0.0]])
     a, b = L.grid_axes(path, resolution=11, margin=0.25)

@@ -135,37 +135,59 @@ def test_landscape_figures_draw_the_path_on_contour_and_surface():
     assert surface.data[0].type == "surface" and list(surface.data[1].z) == [2.0, 0.0]
 
 
-# ---- the page's data helpers, over the real trained store ----
+def test_epoch_parameter_picks_a_snapshot_or_explains():
+    assert V.parse_epoch(None, [0, 1, 2]) == (2, None)
+    assert V.parse_epoch("1", [0, 1, 2]) == (1, None)
+    epoch, note = V.parse_epoch("9", [0, 1, 2])
+    assert epoch == 2 and note.startswith("Epoch 9 has no snapshot (this run has epochs 0–2)")
+    assert V.parse_epoch("x", [0, 1, 2])[1].startswith("'x' is not an epoch")
+    assert V.parse_epoch("3", []) == (None, None)
 
-@pytest.fixture
-def real(trained_store, monkeypatch):
+
+def test_missing_parts_name_what_a_plain_script_run_lacks():
+    missing = V.missing_parts({}, {"accuracy": 0.5}, [], [])
+    assert len(missing) == 3
+    assert "train_loss" in missing[0] and "'layers'" in missing[1] and "snapshot" in missing[2]
+    full = {k: 0.0 for k in (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC, C.grad_norm_key("fc1"))}
+    assert V.missing_parts({}, full, ["fc1", "fc2"], [0, 1]) == []
+
+
+# ---- over the real trained store ----
+
+def non_empty(fig):
+    return len(fig.data) > 0 and all(len(t.y if t.y is not None else t.z) > 0 for t in fig.data
+                                     if t.type in ("bar", "heatmap", "contour", "scatter"))
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "relu", "cnn"])
+def test_every_figure_builds_from_a_real_runs_data(trained_store, monkeypatch, kind):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    return trained_store.run_ids
-
-
-def test_epoch_parameter_picks_a_snapshot_or_explains(real):
-    from dashboard.pages.run_detail import parse_epoch
-    assert parse_epoch(None, [0, 1, 2]) == (2, None)
-    assert parse_epoch("1", [0, 1, 2]) == (1, None)
-    epoch, note = parse_epoch("9", [0, 1, 2])
-    assert epoch == 2 and "Epoch 9 has no snapshot" in note
-    assert parse_epoch("x", [0, 1, 2])[1].startswith("'x' is not an epoch")
-    assert parse_epoch("3", []) == (None, None)
-
-
-def test_every_section_of_a_contract_run_is_a_figure(real):
-    from dash import dcc
-    from dashboard.pages import run_detail as R
-    for key in ("sigmoid", "relu", "cnn"):
-        sections = R.overview_sections(real[key]) + R.epoch_sections(real[key], None)
-        assert all(isinstance(s, dcc.Graph) for s in sections[1:]), key  # [0] is the health list
-
-
-def test_a_foreign_run_says_what_is_missing(real):
     from dashboard import store
-    from dashboard.pages import run_detail as R
-    run = store.get_run(real["foreign"])
-    missing = R.missing_parts(run, [])
-    assert any("train_loss" in m for m in missing) and any("snapshot" in m for m in missing)
-    R.overview_sections(real["foreign"])  # shows what exists without raising
-    R.epoch_sections(real["foreign"], "3")
+    from dashboard.analytics.landscape import config_from_params
+    rid = trained_store.run_ids[kind]
+    run = store.get_run(rid)
+    layers, params = store.layer_names(run), run.data.params
+    hist = {k: store.metric_history(rid, k) for k in (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC)}
+    epochs = store.snapshot_epochs(rid)
+    snaps = {e: store.load_snapshot(rid, e) for e in epochs}
+    last = snaps[epochs[-1]]
+    images, labels = store.test_set()
+    pred, conf = last[C.PRED_CLASS], last[C.PRED_CONFIDENCE]
+    wrong = V.misclassified(pred, conf, labels)
+    figures = [
+        V.progress_figure(hist, params["loss"]),
+        V.gradient_figure({l: store.metric_history(rid, C.grad_norm_key(l)) for l in layers}),
+        V.dead_figure({l: store.metric_history(rid, C.dead_fraction_key(l)) for l in layers[:-1]}, params["activation"]),
+        V.weight_distribution_figure({l: V.weight_percentiles(snaps, l) for l in layers}),
+        V.activation_figure(last, layers, epochs[-1], snaps[epochs[0]], epochs[0]),
+        V.confidence_figure(last, epochs[-1]),
+        V.confusion_figure(V.confusion_matrix(pred, labels), epochs[-1]),
+        V.image_grid_figure(images[wrong], labels[wrong], pred[wrong], conf[wrong]),
+        V.architecture_figure(V.architecture_rows(
+            layers_of(config_from_params(params)),
+            params["activation"], params["loss"])),
+    ]
+    assert all(non_empty(f) for f in figures)
+    assert V.confusion_matrix(pred, labels).sum() == 10000
+    assert (pred[wrong] != labels[wrong]).all() and len(wrong) > 0
+    assert V.missing_parts(params, run.data.metrics, layers, epochs) == []

@@ -81,9 +81,9 @@ def pca_directions(thetas: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     """Two orthonormal directions for the trajectory `thetas` (n, P), the path's coordinates, and explained variance.
 
     As Li et al.: PCA (centred) of the matrix of theta_i - theta_n for i < n; the path coordinates are
-    the projections of theta_i - theta_n, so the final snapshot sits at (0, 0).  With fewer than three
-    snapshots PCA cannot give two directions; the missing ones are the normalised displacement and a
-    random direction orthogonal to it (seeded), and their explained variance is reported as NaN.
+    the projections of theta_i - theta_n, so the final snapshot sits at (0, 0).  With too few snapshots
+    for two components, the missing directions come from the displacements themselves (Gram-Schmidt),
+    then from a seeded random direction; their explained variance is reported as NaN.
     Returns directions (2, P), path (n, 2), explained (2,).
     """
     thetas = np.asarray(thetas, dtype=np.float64)
@@ -99,8 +99,12 @@ def pca_directions(thetas: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
             if s[i] > 1e-12 * max(s[0], 1e-300):
                 dirs.append(vt[i])
                 explained[i] = var[i] / total if total > 0 else np.nan
-    if not dirs and len(diffs) >= 1 and np.linalg.norm(diffs[0]) > 0:
-        dirs.append(diffs[0] / np.linalg.norm(diffs[0]))
+    for d in diffs:  # too few snapshots for two components: take the displacements themselves
+        if len(dirs) == 2:
+            break
+        r = d - sum((d @ u) * u for u in dirs) if dirs else d.copy()
+        if np.linalg.norm(r) > 1e-9 * max(np.linalg.norm(d), 1e-300):
+            dirs.append(r / np.linalg.norm(r))
     rng = np.random.default_rng(seed)
     while len(dirs) < 2:
         r = rng.standard_normal(thetas.shape[1])

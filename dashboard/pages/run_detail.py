@@ -15,7 +15,6 @@ from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 from dashboard import store
 from dashboard.analytics import health, landscape
 from dashboard.views import run_detail_view as V
-from dashboard.views import theme
 from training import contract as C
 from training.config import ConfigError
 from training.models import layers_of
@@ -51,59 +50,20 @@ def histories(run_id: str, keys: list[str]) -> dict:
     return {k: df for k in keys if not (df := store.metric_history(run_id, k)).empty}
 
 
-def parse_epoch(value, epochs: list[int]) -> tuple[int | None, str | None]:
-    """The snapshot epoch to show and, if the asked-for one is unusable, a message saying why."""
-    if not epochs:
-        return None, None
-    if value in (None, ""):
-        return epochs[-1], None
-    try:
-        epoch = int(str(value))
-    except ValueError:
-        return epochs[-1], f"'{str(value)[:20]}' is not an epoch number; showing epoch {epochs[-1]}."
-    if epoch not in epochs:
-        return epochs[-1], (f"Epoch {epoch} has no snapshot (this run has {_epoch_list(epochs)}); "
-                            f"showing epoch {epochs[-1]}.")
-    return epoch, None
-
-
-def _epoch_list(epochs):
-    return f"epochs {epochs[0]}–{epochs[-1]}" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
-        else "epochs " + ", ".join(map(str, epochs))
-
-
-def missing_parts(run, epochs: list[int]) -> list[str]:
-    """What the tracking contract expects that this run did not log, one line each."""
-    missing = []
-    metrics = run.data.metrics
-    absent = [k for k in (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC) if k not in metrics]
-    if absent:
-        missing.append("metrics " + ", ".join(absent) + ": no training-progress curves")
-    layers = store.layer_names(run)
-    if not layers:
-        missing.append(f"param '{C.PARAM_LAYERS}': no architecture, gradient-flow or dead-unit views")
-    elif not any(C.grad_norm_key(l) in metrics for l in layers):
-        missing.append("grad_norm/<layer> metrics: no gradient flow")
-    if not epochs:
-        missing.append(f"snapshot artifacts ({C.SNAPSHOT_DIR}/epoch_XXXX.npz): no activation, weight, "
-                       "confidence, prediction or loss-landscape views")
-    return missing
-
-
 # ---- layout ----------------------------------------------------------------------------------
 
 def _message(text, kind="info"):
     return html.Div(text, className=f"run-message run-message-{kind}",
                     style={"padding": "10px 14px", "borderRadius": "6px", "margin": "8px 0",
-                           "border": f"1px solid {V.BAD if kind == 'error' else '#e0a800' if kind == 'warn' else '#7a8494'}"})
+                           "border": f"1px solid {V.BAD if kind == 'error' else '#e0a800' if kind == 'warn' else 'var(--border)'}"})
 
 
 def _section(title, body_id, note=None):
     return html.Section([
-        html.H3(title, style={"margin": "18px 0 4px"}),
+        html.H3(title, style={"margin": "0 0 4px"}),
         html.P(note, style={"margin": "0 0 6px", "opacity": 0.75, "fontSize": "13px"}) if note else None,
         dcc.Loading(html.Div(id=body_id, style={"minHeight": "60px"}), type="dot", delay_show=300),
-    ], className="run-section")
+    ], className="card run-section", id=f"{body_id}-section")
 
 
 def _params_line(params: dict) -> str:
@@ -118,10 +78,10 @@ def layout(run_id=None, epoch=None, **_query):
     except store.StoreError as e:
         return html.Div([html.H2("Run not found"), _message(f"{e}.", "error"),
                          dcc.Link("← back to all runs", href="/")])
-    chosen, epoch_note = parse_epoch(epoch, epochs)
-    missing = missing_parts(run, epochs)
+    chosen, epoch_note = V.parse_epoch(epoch, epochs)
+    missing = V.missing_parts(run.data.params, run.data.metrics, store.layer_names(run), epochs)
     name = run.info.run_name or run_id
-    grid = {"display": "grid", "gridTemplateColumns": "repeat(auto-fit, minmax(520px, 1fr))", "gap": "12px"}
+    grid = {"display": "grid", "gridTemplateColumns": "repeat(auto-fit, minmax(520px, 1fr))", "columnGap": "14px"}
     slider = dcc.Slider(id="run-epoch", min=epochs[0] if epochs else 0, max=epochs[-1] if epochs else 0,
                         step=None, value=chosen if chosen is not None else 0, disabled=not epochs,
                         marks={e: str(e) for e in epochs} if len(epochs) <= 40 else
@@ -159,8 +119,9 @@ def layout(run_id=None, epoch=None, **_query):
             html.Span("Epoch for the views below", style={"fontWeight": 600, "whiteSpace": "nowrap"}),
             html.Div(slider, style={"flex": 1}),
         ], className="run-epoch-bar", style={"display": "flex", "gap": "16px", "alignItems": "center",
-                                              "position": "sticky", "top": 0, "zIndex": 5, "padding": "8px 0",
-                                              "backdropFilter": "blur(6px)", "margin": "12px 0 0"}),
+                                              "position": "sticky", "top": "48px", "zIndex": 5, "padding": "8px 14px",
+                                              "background": "var(--bg)", "borderBottom": "1px solid var(--border)",
+                                              "margin": "0 0 14px"}),
         _section("Activation distributions", "run-activations",
                  "Activations of every layer on the 10,000 test images at the chosen epoch; "
                  "the outline is the untrained network (conv channels: spatial max)."),
@@ -171,14 +132,14 @@ def layout(run_id=None, epoch=None, **_query):
         _section("Sample test images", "run-samples", "The first test images and the prediction at the chosen "
                                                       "epoch: green is right, red is wrong."),
         html.Section([
-            html.H3("Loss landscape", style={"margin": "18px 0 4px"}),
+            html.H3("Loss landscape", style={"margin": "0 0 4px"}),
             html.P("Li et al. 2018: PCA of the weight snapshots gives the plane the training path moved in most; "
                    "the loss is evaluated on a grid in that plane on a fixed subset of the training set.",
                    style={"margin": "0 0 6px", "opacity": 0.75, "fontSize": "13px"}),
             html.Button("Compute loss landscape", id="run-landscape-button", n_clicks=0, disabled=len(epochs) < 2),
             dcc.Loading(html.Div(id="run-landscape", style={"minHeight": "60px"}), type="circle",
                         overlay_style={"visibility": "visible", "opacity": 0.4}),
-        ], className="run-section"),
+        ], className="card run-section", id="run-landscape-section"),
     ], className="run-detail")
 
 
@@ -205,7 +166,7 @@ def sync_epoch_and_url(search, epoch, run_id):
     except store.StoreError:
         return no_update, no_update
     wanted = dict(urllib.parse.parse_qsl((search or "").lstrip("?"))).get("epoch")
-    chosen, _ = parse_epoch(wanted, epochs)
+    chosen, _ = V.parse_epoch(wanted, epochs)
     return no_update, chosen if chosen is not None and chosen != epoch else no_update
 
 
@@ -290,7 +251,7 @@ def show_epoch(epoch, run_id):
 def epoch_sections(run_id: str, epoch) -> tuple:
     run = store.get_run(run_id)
     epochs = store.snapshot_epochs(run_id)
-    epoch, note = parse_epoch(epoch, epochs)
+    epoch, note = V.parse_epoch(epoch, epochs)
     if epoch is None:
         msg = _message("No snapshots logged, so there is nothing to show per epoch.")
         return msg, msg, msg, msg, msg

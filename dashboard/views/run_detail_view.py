@@ -25,6 +25,46 @@ def loss_label(loss: str | None) -> str:
     return {"cross_entropy": "loss (cross-entropy, nats)", "mse": "loss (quadratic cost)"}.get(loss or "", "loss")
 
 
+# ---- what a run has ------------------------------------------------------------------------------
+
+def parse_epoch(value, epochs: list[int]) -> tuple[int | None, str | None]:
+    """The snapshot epoch to show for a `?epoch=` value and, if that one is unusable, a message saying why."""
+    if not epochs:
+        return None, None
+    if value in (None, ""):
+        return epochs[-1], None
+    try:
+        epoch = int(str(value))
+    except ValueError:
+        return epochs[-1], f"'{str(value)[:20]}' is not an epoch number; showing epoch {epochs[-1]}."
+    if epoch not in epochs:
+        return epochs[-1], (f"Epoch {epoch} has no snapshot (this run has {_epoch_list(epochs)}); "
+                            f"showing epoch {epochs[-1]}.")
+    return epoch, None
+
+
+def _epoch_list(epochs):
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}–{epochs[-1]}"
+    return "epochs " + ", ".join(map(str, epochs))
+
+
+def missing_parts(params: dict, metrics: dict, layers: list[str], epochs: list[int]) -> list[str]:
+    """What the tracking contract expects that this run did not log, one line each, with what it costs."""
+    missing = []
+    absent = [k for k in (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC) if k not in metrics]
+    if absent:
+        missing.append("metrics " + ", ".join(absent) + ": no training-progress curves")
+    if not layers:
+        missing.append(f"param '{C.PARAM_LAYERS}': no architecture, gradient-flow or dead-unit views")
+    elif not any(C.grad_norm_key(l) in metrics for l in layers):
+        missing.append("grad_norm/<layer> metrics: no gradient flow")
+    if not epochs:
+        missing.append(f"snapshot artifacts ({C.SNAPSHOT_DIR}/epoch_XXXX.npz): no activation, weight, "
+                       "confidence, prediction or loss-landscape views")
+    return missing
+
+
 # ---- training progress, gradients, dead units ----------------------------------------------------
 
 def progress_figure(histories: dict[str, pd.DataFrame], loss: str | None = None) -> go.Figure:
@@ -249,7 +289,7 @@ def architecture_rows(layers, activation: str | None, loss: str | None) -> list[
     `layers` are training.models.Layer objects (name, kind, weight_shape).
     """
     rows = [{"name": "input", "shape": "1×28×28" if layers and layers[0].kind == "conv" else "784",
-             "units": 784, "params": 0, "detail": "28×28 pixels"}]
+             "units": 784, "params": 0, "detail": "28×28 pixels<br>in [0, 1]"}]
     side = 28
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
@@ -259,12 +299,12 @@ def architecture_rows(layers, activation: str | None, loss: str | None) -> list[
             k = layer.weight_shape[-1]
             side = side - k + 1
             shape = f"{layer.units}×{side}×{side}"
-            detail = f"conv {k}×{k}, {act}, max-pool 2 → {layer.units}×{side // 2}×{side // 2}"
+            detail = f"conv {k}×{k}, {act}<br>max-pool 2 → {layer.units}×{side // 2}×{side // 2}"
             units = layer.units * side * side
             side //= 2
         else:
             shape = str(layer.units)
-            detail = f"dense {layer.weight_shape[1]}→{layer.units}, {act}"
+            detail = f"dense {layer.weight_shape[1]}→{layer.units}<br>{act}"
             units = layer.units
         rows.append({"name": layer.name, "shape": shape, "units": units, "params": params, "detail": detail})
     return rows
@@ -282,14 +322,14 @@ def architecture_figure(rows: list[dict]) -> go.Figure:
         fig.add_shape(type="rect", x0=i - 0.3, x1=i + 0.3, y0=-h, y1=h, fillcolor=_rgba(color, 0.35),
                       line=dict(color=color, width=1.5))
         fig.add_annotation(x=i, y=0, text=f"<b>{r['name']}</b><br>{r['shape']}", showarrow=False, font=dict(size=12))
-        fig.add_annotation(x=i, y=-1.08, text=r["detail"], showarrow=False, font=dict(size=10))
+        fig.add_annotation(x=i, y=-1.05, text=r["detail"], showarrow=False, font=dict(size=10), yanchor="top")
         if r["params"]:
             fig.add_annotation(x=i, y=1.1, text=f"{r['params']:,} params", showarrow=False, font=dict(size=11))
         if i:
             fig.add_annotation(x=i - 0.3, y=0, ax=i - 0.7, ay=0, xref="x", yref="y", axref="x", ayref="y",
                                text="", showarrow=True, arrowhead=2, arrowwidth=1.5, arrowcolor="#888")
     # An invisible trace gives the axes their extent.
-    fig.add_trace(go.Scatter(x=[-0.6, len(rows) - 0.4], y=[-1.25, 1.25], mode="markers",
+    fig.add_trace(go.Scatter(x=[-0.6, len(rows) - 0.4], y=[-1.45, 1.25], mode="markers",
                              marker=dict(opacity=0), hoverinfo="skip", showlegend=False))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -300,7 +340,9 @@ def architecture_figure(rows: list[dict]) -> go.Figure:
 
 def _pc_title(i: int, explained) -> str:
     e = explained[i]
-    return f"PC{i + 1} direction" + ("" if not np.isfinite(e) else f" ({e:.1%} of the path's variance)")
+    if np.isfinite(e):
+        return f"PC{i + 1} direction ({e:.1%} of the path's variance)"
+    return "direction of the path" if i == 0 else "second direction (orthogonal; too few snapshots for PCA)"
 
 
 def landscape_contour_figure(ls) -> go.Figure:
