@@ -1,11 +1,14 @@
 """The runs and compare pages in real headless Chromium, over a store of real short training runs."""
+import os
 import re
+import subprocess
+import sys
 from urllib.parse import quote
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_no_dash_errors
+from tests.conftest import REPO, assert_no_dash_errors, free_port, log_contract_run, sqlite_uri, wait_http
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 20000
@@ -110,4 +113,42 @@ def test_the_theme_toggle_switches_to_dark_and_remembers_it(page, dashboard_url,
     page.wait_for_function("document.documentElement.dataset.theme === 'dark'", timeout=TIMEOUT)
     page.reload()
     page.wait_for_function("document.documentElement.dataset.theme === 'dark'", timeout=TIMEOUT)
+    assert_no_dash_errors(page)
+
+
+@pytest.fixture(scope="module")
+def live_store(tmp_path_factory):
+    """Its own store and server: this test changes runs, which the shared trained store must not see."""
+    uri = sqlite_uri(tmp_path_factory.mktemp("live-store"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        rid = log_contract_run("still training", {"test_acc": [0.1, 0.5]}, {"lr": 3.0}, experiment="live",
+                               status="RUNNING")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        yield f"http://127.0.0.1:{port}", uri, rid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_running_run_updates_live_and_polling_stops_when_it_finishes(page, live_store):
+    url, uri, rid = live_store
+    page.goto(url + "/")
+    page.wait_for_selector(".status-RUNNING", timeout=TIMEOUT)
+    assert "1 running" in page.inner_text("#runs-summary")
+    client = MlflowClient(uri)
+    client.log_metric(rid, "test_acc", 0.875, step=2)
+    client.set_terminated(rid, "FINISHED")
+    page.wait_for_selector(".status-FINISHED", timeout=TIMEOUT)  # no reload: the Interval brought it
+    page.wait_for_function("document.querySelector('.ag-row')?.innerText.includes('87.50 %')", timeout=TIMEOUT)
+    assert "running" not in page.inner_text("#runs-summary")
+    polls = []
+    page.on("request", lambda r: polls.append(r.url) if "_dash-update-component" in r.url else None)
+    page.wait_for_timeout(4000)  # longer than the 3 s polling interval
+    assert polls == []
     assert_no_dash_errors(page)
