@@ -193,7 +193,7 @@ def weight_distribution_figure(percentiles: dict[str, pd.DataFrame]) -> go.Figur
                           1, i)
         fig.add_trace(go.Scatter(x=df["epoch"], y=df["p50"], mode="lines", line=dict(color=TRAIN_COLOR, width=1.5),
                                  hovertemplate=f"{layer} epoch %{{x}}: median %{{y:.3g}}<extra></extra>"), 1, i)
-        fig.update_xaxes(title_text="epoch", row=1, col=i)
+        fig.update_xaxes(title_text="epoch", row=1, col=i, dtick=1 if df["epoch"].max() <= 12 else None)
     fig.update_yaxes(title_text="weight value", row=1, col=1)
     return fig
 
@@ -299,7 +299,7 @@ def architecture_rows(layers, activation: str | None, loss: str | None) -> list[
             k = layer.weight_shape[-1]
             side = side - k + 1
             shape = f"{layer.units}×{side}×{side}"
-            detail = f"conv {k}×{k}, {act}<br>max-pool 2 → {layer.units}×{side // 2}×{side // 2}"
+            detail = f"conv {k}×{k}, {act}<br>pool → {layer.units}×{side // 2}×{side // 2}"
             units = layer.units * side * side
             side //= 2
         else:
