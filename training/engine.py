@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from training import contract as C
+from training import interrupt
 from training.config import RunConfig
 from training.data import Mnist
 from training.models import StackedNet, init_params, mlp_loss_and_grads, output_probs, per_model_loss
@@ -229,11 +230,14 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             with torch.no_grad():
                 norm_sum += torch.stack([grads[i].flatten(1).norm(dim=1) for i in weight_idx], 1)
             opt.step(grads)
-            if progress is not None and (step + 1) % tick == 0:
-                progress.update(sum(alive) * tick)
+            if (step + 1) % tick == 0:
+                interrupt.check()
+                if progress is not None:
+                    progress.update(sum(alive) * tick)
         if progress is not None:
             progress.update(sum(alive) * (n_steps % tick))
         seconds = time.perf_counter() - start
+        interrupt.check()
         report(epoch, (norm_sum / n_steps).double(), seconds)
 
     return CohortResult([net.model_params(k) if alive[k] else None for k in range(k_models)])

@@ -10,7 +10,6 @@ import argparse
 import multiprocessing as mp
 import os
 import queue
-import signal
 import sys
 import time
 
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from training import contract as C
 from training import data as mnist
+from training import interrupt
 from training.config import RunConfig
 from training.engine import cohort_key, total_steps, train_cohort
 from training.errors import exit_on_user_error
@@ -83,17 +83,14 @@ class _CounterProgress:
             self.counter.value += int(n)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _worker(tasks, results, counter, parent_id, grid_name, threads):
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install()
     import torch
     torch.set_num_threads(threads)
     data = mnist.load()
     try:
         while (configs := tasks.get()) is not None:
+            interrupt.check()
             results.put(train_one_cohort(configs, data, parent_id, grid_name, _CounterProgress(counter)))
     except KeyboardInterrupt:
         results.put("interrupted")
@@ -124,6 +121,7 @@ def run_parallel(cohorts, workers, parent_id, grid_name, bar) -> list[tuple[str,
                     raise KeyboardInterrupt
                 outcomes += item
             bar.update(counter.value - bar.n)
+            interrupt.check()
     except KeyboardInterrupt:
         for p in procs:
             if p.is_alive():
@@ -207,7 +205,7 @@ def main(argv=None) -> int:
     parent_id = parent.info.run_id
     retry(mlflow_client.log_text, parent_id, spec.text, "grid.yaml")
     retry(mlflow_client.log_param, parent_id, "n_configs", len(spec.configs))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install()
     cohorts = make_cohorts(pending, args.workers)
     start = time.perf_counter()
     outcomes = []
@@ -216,6 +214,7 @@ def main(argv=None) -> int:
                   desc=f"grid {spec.name}") as bar:
             if args.workers == 1:
                 for cohort in cohorts:
+                    interrupt.check()
                     outcomes += train_one_cohort(cohort, data, parent_id, spec.name, progress=bar)
             else:
                 outcomes = run_parallel(cohorts, args.workers, parent_id, spec.name, bar)

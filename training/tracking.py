@@ -39,11 +39,29 @@ def uses_default_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def check_reachable(uri: str) -> None:
+    """Fail in seconds, before any training, when a tracking server is down (MLflow itself retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10)
+    except urllib.error.HTTPError:
+        return  # it answered: a server is there, even if /health is not its page
+    except OSError as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, "
+                        f"or unset MLFLOW_TRACKING_URI to use the local store") from None
+
+
 def client() -> MlflowClient:
+    """A client for the configured store, checked to be reachable."""
     import mlflow
     uri = tracking_uri()
     if uses_default_store():
         DEFAULT_STORE.mkdir(parents=True, exist_ok=True)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 

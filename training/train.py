@@ -4,7 +4,6 @@
         --lr 3.0 --batch-size 10 --epochs 30
 """
 import argparse
-import signal
 import sys
 import time
 from dataclasses import fields
@@ -12,6 +11,7 @@ from dataclasses import fields
 from tqdm import tqdm
 
 from training import data as mnist
+from training import interrupt
 from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, RunConfig
 from training.engine import total_steps, train_cohort
 from training.errors import exit_on_user_error
@@ -41,13 +41,6 @@ def parse_args(argv=None) -> RunConfig:
     return RunConfig.from_dict({k: v for k, v in args.items() if k in known}, where="command line")
 
 
-def install_sigterm_as_interrupt() -> None:
-    """SIGTERM ends runs the way Ctrl-C does: KILLED, with what was logged kept."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv=None) -> int:
     config = parse_args(argv)
     data = mnist.load(train_size=config.train_size)  # verifies first: no run exists until the data is good
@@ -55,7 +48,7 @@ def main(argv=None) -> int:
     sink = MlflowSink(mlflow_client, [config], data)
     run_id = sink.run_ids[0]
     print(f"run {run_id}: {config.display_name}, {config.epochs} epochs on {config.train_size} images")
-    install_sigterm_as_interrupt()
+    interrupt.install()  # Ctrl-C and SIGTERM end the run KILLED, with what it logged kept
     start = time.perf_counter()
     try:
         with tqdm(total=total_steps(config), unit="step", unit_scale=True, desc="training") as bar:
