@@ -79,8 +79,9 @@ def trained_store(tmp_path_factory):
         ids = [by_config[cfg] for cfg in configs]
         import mlflow
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment("foreign")
-        with mlflow.start_run(run_name="plain script") as run:
+        from training.tracking import experiment_id
+        # As a plain script would, except the artifact root sits beside this temp store, not in ./mlruns.
+        with mlflow.start_run(experiment_id=experiment_id(c, "foreign"), run_name="plain script") as run:
             mlflow.log_metric("accuracy", 0.5)
         foreign = run.info.run_id
     finally:

@@ -79,6 +79,14 @@ def retry(fn, *args, attempts: int = 8, **kwargs):
             time.sleep(min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
 
 
+def _sqlite_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts live beside the database (MLflow would use ./mlruns in the cwd)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides its own artifact root
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return (db.resolve().parent / "artifacts").as_uri()
+
+
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     """Get or create the experiment; creating it gives it an artifact root under mlflow_runs/ in the default store."""
     try:
@@ -89,7 +97,7 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"experiment '{name}' is deleted in the store; restore it or pick another --experiment")
         return exp.experiment_id
-    location = (DEFAULT_STORE / "artifacts").as_uri() if uses_default_store() else None
+    location = _sqlite_artifact_root(tracking_uri())
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
     except Exception:
