@@ -1,10 +1,12 @@
 """Screenshots of the dashboard's pages in headless Chromium, for the README and for review.
 
-    python -m dashboard.screenshots OUT_DIR [--url http://127.0.0.1:8050] [--path /runs/<id> ...] [--dark]
+    python -m dashboard.screenshots OUT_DIR [--url http://127.0.0.1:8050] [--start /?experiment=<id>]
+                                            [--path '/runs/{run}' --path '/runs/{run}/neurons' ...] [--dark]
 
 Without --url it serves the dashboard itself over MLFLOW_TRACKING_URI (or the default store) on a
-free loopback port.  It always shoots `/`, then ticks the first three runs and follows "Compare"
-(so the compare shot is a real link from the runs page), then every --path given.
+free loopback port.  It always shoots the runs page (`--start`, default `/`), then ticks its first
+three runs and follows "Compare" (so the compare shot is a real link from the runs page), then every
+--path given; `{run}` in a path stands for the first run listed on the runs page.
 """
 import argparse
 import os
@@ -81,7 +83,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.splitlines()[0])
     p.add_argument("out_dir")
     p.add_argument("--url", help="a running dashboard (default: start one over MLFLOW_TRACKING_URI)")
-    p.add_argument("--path", action="append", default=[], help="another page to shoot, e.g. /runs/<run_id>")
+    p.add_argument("--start", default="/", help="the runs page URL path, e.g. /?experiment=3 (default %(default)s)")
+    p.add_argument("--path", action="append", default=[],
+                   help="another page to shoot; {run} is the first run on the runs page, e.g. '/runs/{run}'")
     p.add_argument("--dark", action="store_true", help="shoot in the dark theme")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
@@ -98,16 +102,21 @@ def main(argv=None) -> int:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         if args.dark:  # the theme is a localStorage preference: set it before the app reads it
             page.add_init_script("localStorage.setItem('app-theme', JSON.stringify('dark'))")
-        print(shoot(page, base, "/", out, "runs" + suffix))
-        boxes = page.locator(".ag-center-cols-container .ag-row .ag-checkbox-input, "
-                             ".ag-pinned-left-cols-container .ag-row .ag-checkbox-input")
+        print(shoot(page, base, args.start, out, "runs" + suffix))
+        links = page.locator(".run-link:not(.run-link-parent)")
+        first_run = (links.first.get_attribute("href") or "").rsplit("/", 1)[-1] if links.count() else ""
+        boxes = page.locator(".ag-row .ag-checkbox-input")
         for i in range(min(3, boxes.count())):
             boxes.nth(i).check()
         settle(page)  # the Compare link's href is set by a callback on the selection
         href = page.locator("#runs-compare").get_attribute("href") or "/compare"
         print(shoot(page, base, href, out, "compare" + suffix))
         for path in args.path:
-            print(shoot(page, base, path, out, file_name(path) + suffix))
+            if "{run}" in path and not first_run:
+                print(f"skipped {path}: the runs page lists no run", file=sys.stderr)
+                continue
+            name = file_name(path.replace("{run}", "run")) + suffix  # stable names for the README
+            print(shoot(page, base, path.replace("{run}", first_run), out, name))
         browser.close()
     for e in errors:
         print(f"console error: {e}", file=sys.stderr)
