@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 GOAL_FIRST_OPEN_S, GOAL_UNIT_MS = 2.0, 300.0
 
 
-def train_runs() -> dict[str, str]:
+def train_runs(root: Path) -> dict[str, str]:
     """Two seeds of [784,20,10] sigmoid (write-up C's shape) and a CNN: short but real training."""
     from training.config import RunConfig
     from training.data import load
@@ -39,6 +39,7 @@ def train_runs() -> dict[str, str]:
     configs = {"mlp": RunConfig(**mlp), "mlp_b": RunConfig(**mlp, seed=1),
                "cnn": RunConfig(arch="cnn", activation="relu", loss="cross_entropy", optimizer="adam", lr=0.01,
                                 batch_size=32, epochs=2, train_size=2000, experiment="neuron-latency")}
+    client().create_experiment("neuron-latency", artifact_location=(root / "artifacts").as_uri())  # not ./mlruns
     ids = {}
     for key, cfg in configs.items():
         data = load(train_size=cfg.train_size)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp.name}/mlflow.db?timeout=60"
         print("training 3 small real runs into a temporary store...", flush=True)
-        ids = train_runs()
+        ids = train_runs(Path(tmp.name))
         runs = {"mlp [784,20,10]": (ids["mlp"], ids["mlp_b"]), "cnn": (ids["cnn"], None)}
 
     from dashboard import neuron_data as D

@@ -263,23 +263,21 @@ def neuron_labels(run_id: str, layer: int) -> dict[int, dict]:
 
 
 def comparable_runs(t: Target) -> list[dict]:
-    """Other runs whose hidden layer t.layer has the same name and input (so their units see the same thing).
-
-    Same experiment first, then the same architecture.  Snapshots are checked when one is picked.
+    """Runs of the same experiment (a sweep) whose layers up to t.layer have the same names, so their
+    units see the same input; the same architecture first.  Snapshots are checked when one is picked.
     """
     this = store.get_run(t.run_id)
-    exp_ids = [e["id"] for e in store.experiments()]
-    runs = store.search_runs(exp_ids) if exp_ids else []
-    arch = this.data.params.get(C.PARAM_ARCH)
     want = store.layer_names(this)[:t.layer]
+    # Layer names come from our trainer (fc1, conv2); only such names go into the filter string.
+    like = f"params.{C.PARAM_LAYERS} LIKE '{','.join(want)},%'" if all(n.isidentifier() for n in want) else ""
+    arch = this.data.params.get(C.PARAM_ARCH)
     out = []
-    for r in runs:
-        if r.info.run_id == t.run_id or store.layer_names(r)[:t.layer] != want or len(store.layer_names(r)) <= t.layer:
+    for r in store.search_runs([this.info.experiment_id], like):
+        layers = store.layer_names(r)
+        if r.info.run_id == t.run_id or layers[:t.layer] != want or len(layers) <= t.layer:
             continue
-        same_exp = r.info.experiment_id == this.info.experiment_id
-        same_arch = r.data.params.get(C.PARAM_ARCH) == arch
         label = f"{r.info.run_name or r.info.run_id[:8]} · {r.data.params.get(C.PARAM_ARCH, '?')} · {r.info.run_id[:8]}"
-        out.append({"label": label, "value": r.info.run_id, "_key": (not same_exp, not same_arch)})
+        out.append({"label": label, "value": r.info.run_id, "_key": r.data.params.get(C.PARAM_ARCH) != arch})
     out.sort(key=lambda d: d.pop("_key"))
     return out
 

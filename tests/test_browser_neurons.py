@@ -98,6 +98,8 @@ def test_a_unit_opened_with_another_run_shows_its_best_match_and_correlation(pag
     assert corr.startswith("r = ") and -1 <= float(corr[4:]) <= 1
     assert page.locator("#unit-compare .js-plotly-plot").count() == 2  # both heatmaps
     assert "one-to-one" in page.locator("#unit-compare").inner_text()
+    open_unit(page, f"{dashboard_url}/runs/{rid}/neurons/1/3?compare={trained_store.run_ids['cnn']}")
+    assert "Cannot compare" in page.locator("#unit-compare .message-error").inner_text()
     assert_no_dash_errors(page)
 
 

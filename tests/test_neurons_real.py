@@ -26,6 +26,8 @@ def writeup_c_run(tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     uri = os.environ["MLFLOW_TRACKING_URI"] = sqlite_uri(root)
     try:
+        # Artifacts beside the store, not in ./mlruns of whatever directory pytest runs from.
+        client().create_experiment("writeup-c", artifact_location=(root / "artifacts").as_uri())
         cfg = RunConfig(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=3.0, batch_size=10, epochs=3,
                         train_size=20000, experiment="writeup-c")
         data = load(train_size=cfg.train_size)

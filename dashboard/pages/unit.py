@@ -182,11 +182,16 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
     except StoreError as e:
         return html.Div([html.H2("Unit"), html.Div(str(e), className="message message-error"),
                          dcc.Link("← all runs", href="/")])
-    compare = compare if compare in {o["value"] for o in options} else None
-    try:
-        compared = compare_panel(t, u, compare) if compare else None
-    except StoreError as e:
-        compared = html.Div(str(e), className="message message-error")
+    compared = None
+    if compare:  # ?compare=<run id>: a shared link, possibly to a run of another experiment
+        compare = str(compare)
+        try:
+            compared = compare_panel(t, u, compare)
+            if compare not in {o["value"] for o in options}:
+                options = [{"label": f"{store.get_run(compare).info.run_name} · {compare[:8]}", "value": compare},
+                           *options]
+        except StoreError as e:
+            compared, compare = html.Div(f"Cannot compare: {e}", className="message message-error"), None
     graph = lambda gid, fig: dcc.Graph(id=gid, figure=fig, config=GRAPH_CONFIG)  # noqa: E731
     return html.Div([
         dcc.Store(id="unit-target", data={"run_id": t.run_id, "layer": t.layer, "unit": u, "epochs": list(t.epochs)}),
