@@ -1,0 +1,144 @@
+"""Hostile stores: nothing in them is unpickled, nothing typed into them executes, and the dashboard writes only labels."""
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, free_port, sqlite_uri, wait_http
+from training import contract as C
+
+XSS_RUN_NAME = '<img src=x onerror="window.__xss=1">'
+XSS_NEURON_NAME = "<script>window.__xss=2</script>"
+
+
+class Evil:
+    """Unpickling this creates a file: proof that something executed."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    from training.config import RunConfig
+    from training.data import load
+    from training.engine import train_cohort
+    from training.tracking import MlflowSink, client
+
+    root = tmp_path_factory.mktemp("hostile")
+    uri = sqlite_uri(root)
+    marker = root / "pwned"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        data = load()
+        config = RunConfig(sizes=(784, 8, 10), lr=3.0, epochs=1, train_size=500, experiment="hostile",
+                           run_name=XSS_RUN_NAME)
+        sink = MlflowSink(client(), [config], data)
+        sink.finish(train_cohort([config], data, sink).params)
+        named = sink.run_ids[0]
+        c = MlflowClient(uri)
+        c.set_tag(named, C.neuron_name_tag(1, 0), XSS_NEURON_NAME)
+        c.set_tag(named, "note", '<a href="javascript:window.__xss=3">click</a>')
+
+        evil_run = c.create_run(c.get_experiment_by_name("hostile").experiment_id, run_name="evil snapshot")
+        evil = evil_run.info.run_id
+        c.log_param(evil, C.PARAM_LAYERS, "fc1,fc2")
+        c.log_param(evil, "sizes", "784,8,10")
+        c.log_metric(evil, C.TEST_ACC, 0.5, step=0)
+        npz = root / "epoch_0000.npz"
+        np.savez(npz, **{C.weight_key("fc1"): np.array([Evil(str(marker))], dtype=object)})
+        c.log_artifact(evil, str(npz), C.SNAPSHOT_DIR)
+        c.set_terminated(evil)
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/")
+
+        class Hostile:
+            tracking_uri = uri
+            base_url = url
+            pwned = marker
+            named_run = named
+            evil_run = evil
+        yield Hostile
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_pickled_snapshot_is_refused_and_never_executed(hostile, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", hostile.tracking_uri)
+    from dashboard import store
+    with pytest.raises(Exception) as e:
+        store.load_snapshot(hostile.evil_run, 0)
+    assert "pickle" in str(e.value).lower()
+    assert not hostile.pwned.exists()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", ["/runs/{evil}", "/runs/{evil}?epoch=0", "/runs/{evil}/neurons?layer=1",
+                                  "/runs/{evil}/neurons/1/0"])
+def test_pages_over_a_pickled_snapshot_show_a_message_and_execute_nothing(hostile, page, path):
+    page.goto(hostile.base_url + path.format(evil=hostile.evil_run))
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)
+    assert not hostile.pwned.exists()
+    assert page.locator(".dash-fe-error__title").count() == 0
+    assert "Traceback" not in page.content()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", ["/?experiment={exp}", "/compare?runs={run}", "/runs/{run}",
+                                  "/runs/{run}/neurons?layer=1", "/runs/{run}/neurons/1/0"])
+def test_names_and_tags_render_as_text_and_never_execute(hostile, page, path):
+    exp = MlflowClient(hostile.tracking_uri).get_run(hostile.named_run).info.experiment_id
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(hostile.base_url + path.format(run=hostile.named_run, exp=exp))
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__xss") is None
+    assert dialogs == []
+    assert page.locator("img[src='x']").count() == 0 and page.locator("script:text('__xss')").count() == 0
+
+
+def _mlflow_write_calls(tree: ast.AST) -> list[str]:
+    writes = {"log_metric", "log_metrics", "log_param", "log_params", "log_batch", "log_artifact", "log_artifacts",
+              "log_text", "log_dict", "log_figure", "log_image", "log_table", "log_inputs", "log_input",
+              "log_model", "set_tag", "set_tags", "delete_tag", "delete_run", "delete_experiment", "create_run",
+              "create_experiment", "set_terminated", "update_run", "rename_experiment", "set_experiment_tag",
+              "set_experiment", "restore_run", "restore_experiment", "start_run", "end_run"}
+    return [node.func.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writes]
+
+
+def test_the_dashboard_writes_only_neuron_labels_and_only_through_one_function():
+    found = {}
+    for path in (REPO / "dashboard").rglob("*.py"):
+        if path.name == "screenshots.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                calls = _mlflow_write_calls(fn)
+                if calls:
+                    found[f"{path.relative_to(REPO)}:{fn.name}"] = calls
+    assert found == {"dashboard/store.py:set_neuron_label": ["set_tag", "set_tag"]}
