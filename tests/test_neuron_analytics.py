@@ -1,6 +1,8 @@
 """Neuron analytics on synthetic units whose answers are known by construction."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashboard.analytics import neurons as N
 
@@ -117,3 +119,18 @@ def test_ties_in_activation_are_ranked_by_the_tiebreak_and_top_k_stays_the_highe
     assert N.top_k(acts, 3, tiebreak=pre)[0].tolist() == [2, 3, 0]
     assert N.bottom_k(acts, 2, tiebreak=pre)[0].tolist() == [4, 1]
     assert N.top_k(acts, 3)[0].tolist() == [0, 2, 3]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 16), st.integers(0, 2**31 - 1))
+def test_any_permutation_of_units_is_recovered_and_si_and_nmi_stay_in_range(width, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 1, size=(500, width))
+    perm = rng.permutation(width)
+    match, corr, _ = N.match_units(a, a[:, perm])
+    np.testing.assert_array_equal(perm[match], np.arange(width))
+    np.testing.assert_allclose(corr, 1.0, atol=1e-9)
+    labels = rng.integers(0, 10, 500)
+    si, _ = N.selectivity_index(N.class_means(a, labels))
+    nmi = N.normalized_mutual_information(a, labels)
+    assert ((0 <= si) & (si <= 1)).all() and ((0 <= nmi) & (nmi <= 1)).all()

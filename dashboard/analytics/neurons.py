@@ -51,9 +51,9 @@ def activation_floor(activation: str) -> float:
 def class_means(acts: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(U, 10): each unit's mean activation per digit (NaN for a digit with no images)."""
     acts = np.asarray(acts, dtype=np.float64)
-    counts = np.bincount(labels, minlength=N_CLASSES).astype(np.float64)
-    sums = np.zeros((N_CLASSES, acts.shape[1]))
-    np.add.at(sums, labels, acts)
+    onehot = np.eye(N_CLASSES)[labels]  # (N, 10)
+    counts = onehot.sum(0)
+    sums = onehot.T @ acts
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums / counts[:, None]).T
 
