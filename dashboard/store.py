@@ -64,7 +64,7 @@ def client() -> MlflowClient:
 
 
 def experiments() -> list[dict]:
-    """Active experiments that hold at least one run, newest first."""
+    """Active experiments, newest first (the runs page opens the first)."""
     exps = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["creation_time DESC"])
     return [{"id": e.experiment_id, "name": e.name} for e in exps]
 

@@ -24,11 +24,13 @@ def wait_figures(page, n: int) -> None:
     page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=TIMEOUT)
 
 
-def test_runs_page_ticks_three_runs_and_compare_opens_them(page, dashboard_url, trained_store, experiment):
+def test_runs_page_links_each_run_and_compare_opens_three_ticked_runs(page, dashboard_url, trained_store, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}")
     page.wait_for_selector(".ag-row", timeout=TIMEOUT)
     wait_figures(page, 2)  # parallel coordinates and heatmap
     assert page.locator(".ag-center-cols-container .ag-row").count() == 4
+    hrefs = {page.locator(".run-link").nth(i).get_attribute("href") for i in range(4)}
+    assert hrefs == {f"/runs/{rid}" for k, rid in trained_store.run_ids.items() if k != "foreign"}
     boxes = page.locator(".ag-row .ag-checkbox-input")
     for i in range(3):
         boxes.nth(i).check()
@@ -38,13 +40,6 @@ def test_runs_page_ticks_three_runs_and_compare_opens_them(page, dashboard_url, 
     wait_figures(page, 4)
     assert page.locator(".legend a").count() == 3
     assert_no_dash_errors(page)
-
-
-def test_each_run_links_to_its_detail_page(page, dashboard_url, trained_store, experiment):
-    page.goto(f"{dashboard_url}/?experiment={experiment}")
-    page.wait_for_selector(".run-link", timeout=TIMEOUT)
-    hrefs = {page.locator(".run-link").nth(i).get_attribute("href") for i in range(4)}
-    assert hrefs == {f"/runs/{rid}" for k, rid in trained_store.run_ids.items() if k != "foreign"}
 
 
 def test_a_bad_filter_shows_mlflows_message_on_the_page_and_the_url_keeps_it(page, dashboard_url, experiment):
