@@ -255,8 +255,12 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
         local = client().download_artifacts(run_id, C.snapshot_path(int(epoch)), tmp)
-        with np.load(local, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(local, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # an object array (pickle), or not an .npz at all: refuse, never execute
+            raise StoreError(f"run {run_id}: the epoch {epoch} snapshot is not a plain numeric .npz "
+                             f"(refused to load it: {str(e)[:120]})") from None
     return _snapshot_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
 
 

@@ -150,7 +150,7 @@ def summary_rows(spec: GridSpec, mlflow_client, exp_id: str) -> list[dict]:
     rows = []
     for c in spec.configs:
         r = latest.get(c.config_hash)
-        label = " ".join(f"{k}={c.as_params()[k]}" for k in varying) or c.display_name
+        label = c.run_name or " ".join(f"{k}={c.as_params()[k]}" for k in varying) or c.display_name
         row = {"config": label, "status": "NOT RUN", "final": None, "best": None, "time": None, "run_id": ""}
         if r is not None:
             hist = sorted(mlflow_client.get_metric_history(r.info.run_id, C.TEST_ACC), key=lambda m: m.step)
