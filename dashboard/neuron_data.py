@@ -235,9 +235,15 @@ def weights(t: Target) -> np.ndarray:
     return store.load_snapshot(t.run_id, t.epoch)[C.weight_key(t.layer_name)]
 
 
-def heatmap_scale(w: np.ndarray) -> float:
-    """One symmetric colour scale for a layer's tiles: the largest |weight|."""
-    vmax = float(np.abs(w).max()) if w.size else 0.0
+def heatmap_scale(t: Target) -> float:
+    """One symmetric colour scale for a layer's heatmaps: the largest |weight| at the shown epoch or the last.
+
+    Weights mostly grow during training, so scrubbing from epoch 0 shows units forming on a
+    steady scale instead of each epoch stretched to full colour.
+    """
+    w = np.abs(weights(t))
+    last = np.abs(store.load_snapshot(t.run_id, t.epochs[-1])[C.weight_key(t.layer_name)])
+    vmax = float(max(w.max(initial=0.0), last.max(initial=0.0)))
     return vmax if vmax > 0 else 1.0
 
 
@@ -403,9 +409,10 @@ def report_html(t: Target, unit: int) -> str:
     verdict, k = stats.verdicts[unit], stats.top.shape[1]
     w = weights(t)
     if t.first:
-        heat = png_uri(diverging_rgb(unit_heatmap(t, w, unit), heatmap_scale(w)), scale=8)
+        vmax = heatmap_scale(t)
+        heat = png_uri(diverging_rgb(unit_heatmap(t, w, unit), vmax), scale=8)
         heat_caption = ("3×3 kernel" if t.kind == "conv" else "incoming weights") + \
-            f", blue + / red −, scale ±{heatmap_scale(w):.3g}"
+            f", blue + / red −, scale ±{vmax:.3g}"
     else:
         heat, heat_caption = None, ""
     tops = "".join(

@@ -34,11 +34,11 @@ def tile_images(t: D.Target, stats: N.LayerStats) -> tuple[list[str], str]:
     """One PNG per unit and a line saying what the tiles show."""
     if t.first:
         w = D.weights(t)
-        vmax = D.heatmap_scale(w)
+        vmax = D.heatmap_scale(t)
         uris = [D.png_uri(D.diverging_rgb(D.unit_heatmap(t, w, u), vmax)) for u in range(t.units)]
         what = "3×3 kernel" if t.kind == "conv" else "incoming weights (28×28)"
         return uris, f"Each tile: the unit's {what}; blue positive, red negative, white 0, one scale for all " \
-                     f"tiles (±{vmax:.3g})."
+                     f"tiles and epochs (±{vmax:.3g}, the layer's largest weight now or at the end)."
     uris = [D.png_uri(D.ink(stats.top_mean[u])) for u in range(t.units)]
     return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink)."
 

@@ -47,7 +47,7 @@ def weights_figure(t: D.Target, unit: int, title: str | None = None) -> go.Figur
     w = D.weights(t)
     if t.first:
         z = D.unit_heatmap(t, w, unit)
-        vmax = D.heatmap_scale(w)
+        vmax = D.heatmap_scale(t)
         what = "3×3 kernel" if t.kind == "conv" else "incoming weights"
         fig = _fig(title or f"Unit {unit}: {what}", "pixel column", "pixel row", height=320)
         fig.add_trace(go.Heatmap(z=z, zmin=-vmax, zmax=vmax, zmid=0, colorscale=DIVERGING,
@@ -58,7 +58,7 @@ def weights_figure(t: D.Target, unit: int, title: str | None = None) -> go.Figur
         return fig
     if t.kind == "conv":
         z = w[unit].reshape(w.shape[1], -1)
-        vmax = D.heatmap_scale(w)
+        vmax = D.heatmap_scale(t)
         fig = _fig(title or f"Unit {unit}: 3×3 kernels over {t.prev_name}'s channels",
                    "kernel position (3×3, row by row)", f"input channel of {t.prev_name}", height=320)
         fig.add_trace(go.Heatmap(z=z, zmin=-vmax, zmax=vmax, zmid=0, colorscale=DIVERGING,
