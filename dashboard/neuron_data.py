@@ -236,14 +236,12 @@ def weights(t: Target) -> np.ndarray:
 
 
 def heatmap_scale(t: Target) -> float:
-    """One symmetric colour scale for a layer's heatmaps: the largest |weight| at the shown epoch or the last.
+    """One symmetric colour scale for a layer's heatmaps at an epoch: its largest |weight|.
 
-    Weights mostly grow during training, so scrubbing from epoch 0 shows units forming on a
-    steady scale instead of each epoch stretched to full colour.
+    Per epoch, not fixed over training: PyTorch's initial weights are ~100x smaller than trained
+    ones, so a fixed scale would show epoch 0 blank.  The scale is printed beside the heatmaps.
     """
-    w = np.abs(weights(t))
-    last = np.abs(store.load_snapshot(t.run_id, t.epochs[-1])[C.weight_key(t.layer_name)])
-    vmax = float(max(w.max(initial=0.0), last.max(initial=0.0)))
+    vmax = float(np.abs(weights(t)).max(initial=0.0))
     return vmax if vmax > 0 else 1.0
 
 

@@ -38,7 +38,7 @@ def tile_images(t: D.Target, stats: N.LayerStats) -> tuple[list[str], str]:
         uris = [D.png_uri(D.diverging_rgb(D.unit_heatmap(t, w, u), vmax)) for u in range(t.units)]
         what = "3×3 kernel" if t.kind == "conv" else "incoming weights (28×28)"
         return uris, f"Each tile: the unit's {what}; blue positive, red negative, white 0, one scale for all " \
-                     f"tiles and epochs (±{vmax:.3g}, the layer's largest weight now or at the end)."
+                     f"tiles (±{vmax:.3g}: the layer's largest weight at epoch {t.epoch})."
     uris = [D.png_uri(D.ink(stats.top_mean[u])) for u in range(t.units)]
     return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink)."
 
