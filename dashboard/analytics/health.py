@@ -13,6 +13,8 @@ RISE_TOLERANCE = 0.10  # a loss counts as rising when its last value is > 10 % a
 OSCILLATION_MIN_STEPS = 4  # oscillation needs at least 4 epoch-to-epoch changes to judge
 OSCILLATION_REVERSALS = 0.5  # ... and at least half of consecutive changes flip direction
 OSCILLATION_MIN_SWING = 0.02  # ... with swings of at least 2 % of the loss (ignores numeric noise)
+OSCILLATION_MIN_RANGE_SHARE = 0.1  # ... and of at least 10 % of the loss's overall drop: the jitter of SGD
+# near convergence (lr 3.0 at batch 10 wobbles a few % around 0.05 after falling from 1.4) is not a warning sign
 DEAD_LIMIT = 0.5  # more than 50 % dead (ReLU) or saturated (sigmoid/tanh) units in a layer
 VANISHING_ABS = 1e-6  # a layer's mean gradient norm below this is vanishing
 VANISHING_RATIO = 1e-2  # ... or the first layer's gradient is < 1 % of the output layer's
@@ -40,7 +42,8 @@ def loss_warnings(name: str, values) -> list[HealthWarning]:
     - rising: the last value exceeds the best (lowest) value by more than RISE_TOLERANCE (10 %).
       For the test loss while the train loss falls this is overfitting; the caller names the series.
     - oscillating: at least OSCILLATION_MIN_STEPS changes, at least OSCILLATION_REVERSALS of
-      consecutive changes flip sign, and the typical swing is at least OSCILLATION_MIN_SWING of the loss.
+      consecutive changes flip sign, and the typical swing is at least OSCILLATION_MIN_SWING of the loss
+      and OSCILLATION_MIN_RANGE_SHARE of its overall range.
     """
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
@@ -64,8 +67,10 @@ def loss_warnings(name: str, values) -> list[HealthWarning]:
     d = np.diff(v)
     if len(d) >= OSCILLATION_MIN_STEPS:
         flips = np.sum(np.sign(d[1:]) * np.sign(d[:-1]) < 0) / (len(d) - 1)
-        swing = float(np.median(np.abs(d))) / max(float(np.median(np.abs(v))), 1e-12)
-        if flips >= OSCILLATION_REVERSALS and swing >= OSCILLATION_MIN_SWING:
+        typical = float(np.median(np.abs(d)))
+        swing = typical / max(float(np.median(np.abs(v))), 1e-12)
+        big = typical >= OSCILLATION_MIN_RANGE_SHARE * float(v.max() - v.min())
+        if flips >= OSCILLATION_REVERSALS and swing >= OSCILLATION_MIN_SWING and big:
             out.append(HealthWarning("loss", f"{name} is oscillating",
                                f"{name} changed direction in {flips:.0%} of epochs, by {swing:.0%} a step.",
                                "Lower the learning rate or raise the batch size to smooth the updates."))
