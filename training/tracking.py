@@ -62,6 +62,8 @@ def client() -> MlflowClient:
     if uses_default_store():
         DEFAULT_STORE.mkdir(parents=True, exist_ok=True)
     check_reachable(uri)
+    # Against a server MLflow prints two "View run" links per run ended: noise in the grid's fixed-format output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 

@@ -1,0 +1,156 @@
+"""A team store: a real `mlflow server` on a real PostgreSQL, two trainers writing at once, the dashboard reading it.
+
+PostgreSQL is Debian's package, run from a temp data dir on a free loopback port (`.ci/run` installs it).
+Artifacts go through the server (`--serve-artifacts`, the default) into a temp destination.
+"""
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, free_port, wait_http
+from training import contract as C
+
+pytestmark = pytest.mark.slow
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
+    if not found[-1]:
+        pytest.fail("PostgreSQL is missing: apt-get install postgresql (.ci/run does this)")
+    return found[-1]
+
+
+def as_postgres(*cmd) -> list[str]:
+    # PostgreSQL refuses to run as root; as root, run it as Debian's `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster with an empty `mlflow` database.  Yields its SQLAlchemy URI."""
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    run = lambda *cmd: subprocess.run(as_postgres(*cmd), check=True, capture_output=True, text=True)
+    run(pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    run(pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "start",
+        "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off")
+    try:
+        run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def team_server(postgres, tmp_path_factory):
+    """`mlflow server` over the PostgreSQL store, 2 workers, artifacts proxied into a temp dir.
+
+    Yields (tracking URI, artifacts destination).
+    """
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("server-log") / "mlflow.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path_factory.mktemp("server-cwd"), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group: the uvicorn workers end with it
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", timeout=120)
+        yield url, artifacts
+    finally:
+        proc.terminate()  # `mlflow server` stops its uvicorn workers and job runner itself
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of its group still there
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        log.seek(0)
+        if "Traceback" in (text := log.read()):
+            print(text[-5000:])
+        log.close()
+
+
+GRID = """
+    experiment: team
+    base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 2, train_size: 1000}
+    grid: {seed: [0, 1], batch_size: [10, 20]}
+"""
+
+
+def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dashboard_reads_it(
+        team_server, tmp_path, monkeypatch):
+    from dashboard import store
+    from training.grid import main as grid_main
+
+    url, artifacts = team_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    path = tmp_path / "team.yaml"
+    path.write_text(textwrap.dedent(GRID))
+    assert grid_main([str(path), "--workers", "2"]) == 0  # two cohorts (batch 10 and 20), one per worker process
+
+    c = MlflowClient(url)
+    exp = c.get_experiment_by_name("team")
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # uploads go through the server
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    parent = [r for r in runs if r.data.tags.get(C.TAG_GRID_PARENT) == "true"]
+    children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags[C.TAG_PARENT_RUN_ID] for r in children} == {parent[0].info.run_id}
+    # The two cohorts really trained at the same time.
+    spans = {bs: [(r.info.start_time, r.info.end_time) for r in children if r.data.params["batch_size"] == bs]
+             for bs in ("10", "20")}
+    assert min(e for _, e in spans["10"]) > max(s for s, _ in spans["20"])
+    assert min(e for _, e in spans["20"]) > max(s for s, _ in spans["10"])
+
+    for r in children:
+        rid = r.info.run_id
+        for key in C.EPOCH_METRICS:
+            assert sorted(m.step for m in c.get_metric_history(rid, key)) == [0, 1, 2], (rid, key)
+        snaps = sorted(f.path for f in c.list_artifacts(rid, C.SNAPSHOT_DIR))
+        assert snaps == [C.snapshot_path(e) for e in (0, 1, 2)]
+        assert len(c.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{rid}'")) == 1
+    on_disk = [p for p in artifacts.rglob("epoch_*.npz")]
+    assert len(on_disk) == 4 * 3  # the server wrote them into its artifacts destination
+
+    # The dashboard's read side, over HTTP.
+    found = store.search_runs([exp.experiment_id], f"tags.`{C.TAG_GRID_NAME}` = 'team'")
+    frame = store.runs_frame(found)
+    assert len(found) == 5 and frame["is_grid_parent"].sum() == 1
+    for r in children:
+        rid = r.info.run_id
+        hist = store.metric_history(rid, C.TEST_ACC)
+        assert hist["step"].tolist() == [0, 1, 2]
+        assert hist["value"].iloc[-1] == pytest.approx(r.data.metrics[C.TEST_ACC])
+        assert store.snapshot_epochs(rid) == [0, 1, 2]
+        snap = store.load_snapshot(rid, 2)
+        w = snap[C.weight_key(store.layer_names(r)[0])]
+        assert w.shape == (16, 784) and np.isfinite(w).all()
+    frame = store.metric_histories(children, C.EPOCH_METRICS)
+    assert len(frame) == 4 * len(C.EPOCH_METRICS) * 3
+
+    # Neuron names are the dashboard's one write: tags on the run, through the server too.
+    rid = children[0].info.run_id
+    store.set_neuron_label(rid, 0, 3, name="loop detector", note="fires on 0, 6, 8, 9")
+    tags = MlflowClient(url).get_run(rid).data.tags
+    assert tags[C.neuron_name_tag(0, 3)] == "loop detector" and tags[C.neuron_note_tag(0, 3)] == "fires on 0, 6, 8, 9"
