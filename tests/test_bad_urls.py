@@ -1,0 +1,88 @@
+"""No dashboard URL, however malformed, produces a traceback or an HTTP 500: it shows a message."""
+import os
+
+import dash
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import assert_no_dash_errors
+
+UNKNOWN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def deleted_run(trained_store):
+    """A run deleted from the 'foreign' experiment (its visible runs are unchanged)."""
+    c = MlflowClient(trained_store.tracking_uri)
+    exp = c.get_experiment_by_name("foreign").experiment_id
+    run = c.create_run(exp, run_name="deleted later")
+    c.set_terminated(run.info.run_id)
+    c.delete_run(run.info.run_id)
+    return run.info.run_id
+
+
+def bad_paths(ids, deleted):
+    sig, cnn = ids["sigmoid"], ids["cnn"]
+    return [
+        f"/runs/{UNKNOWN}", f"/runs/{deleted}", "/runs/not-a-run", "/runs/..%2F..%2Fetc%2Fpasswd",
+        "/runs/%2Fetc%2Fpasswd", f"/runs/{sig}?epoch=999", f"/runs/{sig}?epoch=abc", f"/runs/{sig}?epoch=-1",
+        f"/runs/{sig}/neurons?layer=99", f"/runs/{sig}/neurons?layer=0", f"/runs/{sig}/neurons?layer=abc",
+        f"/runs/{sig}/neurons?layer=1&epoch=999", f"/runs/{UNKNOWN}/neurons?layer=1",
+        f"/runs/{sig}/neurons/1/999", f"/runs/{sig}/neurons/9/0", f"/runs/{sig}/neurons/x/y",
+        f"/runs/{sig}/neurons/1/0?epoch=55", f"/runs/{sig}/neurons/1/0?compare=../../etc/passwd",
+        f"/runs/{cnn}/neurons/1/99", f"/runs/{ids['foreign']}/neurons?layer=1", f"/runs/{deleted}/neurons/1/0",
+        "/compare?runs=", "/compare?runs=,,,", "/compare?runs=zz,../x", f"/compare?runs={UNKNOWN},{deleted}",
+        "/compare?runs=" + ",".join([sig] * 25), "/compare?runs=%2Fetc%2Fpasswd",
+        "/?experiment=999999", "/?experiment=../../x", "/?filter=params.lr%20%3D%3D%3D%20'", "/no/such/page",
+    ]
+
+
+@pytest.mark.browser
+def test_every_bad_url_shows_a_message_without_errors(page, dashboard_url, trained_store, deleted_run):
+    failures = []
+    statuses = []
+    page.on("response", lambda r: statuses.append((r.status, r.url)) if r.status >= 500 else None)
+    for path in bad_paths(trained_store.run_ids, deleted_run):
+        page.console_errors.clear()
+        page.goto(dashboard_url + path)
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(300)
+        text = page.inner_text("main") if page.locator("main").count() else page.inner_text("body")
+        if page.console_errors or page.locator(".dash-fe-error__title").count() or "Traceback" in text:
+            failures.append((path, page.console_errors[:2]))
+        elif len(text.strip()) < 10:
+            failures.append((path, "blank page"))
+    assert failures == [] and statuses == [], (failures, statuses)
+    assert_no_dash_errors(page)
+
+
+# Every page's layout function takes URL values as text; none may raise on any text.
+url_text = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(
+    ["0", "-1", "1e9", "../..", "/etc/passwd", "%00", UNKNOWN, ",", "1,2", "<script>x</script>"]))
+
+
+@pytest.fixture(scope="module")
+def layouts(trained_store):
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = trained_store.tracking_uri
+    import dashboard.app  # noqa: F401  (registers the pages; Dash imports them as pages.*)
+    yield {p["path_template"] or p["path"]: p["layout"] for p in dash.page_registry.values()}
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run_id=url_text, layer=url_text, unit=url_text, epoch=url_text, runs=url_text, other=url_text)
+def test_page_layouts_never_raise_on_any_url_values(layouts, trained_store, run_id, layer, unit, epoch, runs, other):
+    for template, layout in layouts.items():
+        if not callable(layout):
+            continue
+        kwargs = {"run_id": run_id, "layer": layer, "unit": unit, "epoch": epoch, "runs": runs,
+                  "experiment": other, "filter": other, "compare": other, "sort": other, "smooth": other,
+                  "params": other}
+        names = set(layout.__code__.co_varnames[:layout.__code__.co_argcount])
+        layout(**{k: v for k, v in kwargs.items() if k in names})
