@@ -333,6 +333,12 @@ def ink(image: np.ndarray) -> np.ndarray:
     return (255 - np.clip(np.asarray(image, dtype=np.float64), 0, 255)).round().astype(np.uint8)
 
 
+def top_mean_uri(stats: N.LayerStats, unit: int, scale: int = 1) -> str:
+    """The mean of a unit's top images as a PNG; plain grey for a dead unit, whose "top" images are just ties."""
+    pixels = np.full((28, 28), 235, np.uint8) if stats.dead[unit] else ink(stats.top_mean[unit])
+    return png_uri(pixels, scale)
+
+
 def png_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
     """Encode (H, W) grey or (H, W, 3) RGB uint8 as PNG, each pixel a scale x scale block."""
     p = np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8).repeat(scale, 0).repeat(scale, 1))
@@ -365,17 +371,20 @@ def summary_sentence(t: Target, stats: N.LayerStats, unit: int, labels: np.ndarr
     rest = float(np.delete(stats.means[unit], pref).mean())
     top_labels = labels[stats.top[unit]]
     n_pref = int((top_labels == pref).sum())
+    floor = N.activation_floor(t.activation)
+    floor_note = f"; means measured from {t.activation}'s floor, {floor:g}" if floor else ""
     head = (f"Unit {unit} responds most to {pref}s (mean activation {stats.means[unit, pref]:.3f}, against "
             f"{rest:.3f} for the other digits): selectivity index SI = {stats.si[unit]:.2f} "
-            f"(0 = no preference, 1 = only {pref}s), and its activation shares NMI = {stats.nmi[unit]:.2f} "
+            f"(0 = no preference, 1 = only {pref}s{floor_note}), and its activation shares NMI = {stats.nmi[unit]:.2f} "
             f"of the label's information. {n_pref} of its top {k} images are {pref}s. ")
     if verdict.startswith("class"):
         return head + f"Verdict: {verdict}: a detector for the digit {pref}."
-    digits = ", ".join(f"{d}×{c}" for d, c in zip(*np.unique(top_labels, return_counts=True)))
-    why = (f"SI is below {N.SI_THRESHOLD}" if stats.si[unit] < N.SI_THRESHOLD
-           else f"fewer than {N.TOPK_MAJORITY:.0%} of its top images are {pref}s")
-    return head + (f"Verdict: feature-selective ({why}): it responds to a stroke or shape shared by several "
-                   f"digits (top {k}: {digits}).")
+    counts = dict(zip(*np.unique(top_labels, return_counts=True)))
+    mix = f" (top {k}: " + ", ".join(f"{c}× digit {d}" for d, c in counts.items()) + ")" if len(counts) > 1 else ""
+    why = (f"SI is below {N.SI_THRESHOLD}: other digits excite it too" if stats.si[unit] < N.SI_THRESHOLD
+           else f"fewer than {N.TOPK_MAJORITY:.0%} of its top {k} images are {pref}s")
+    return head + (f"Verdict: feature-selective ({why}). It likely detects a stroke or shape that several "
+                   f"digits share{mix}.")
 
 
 def _svg_bars(values: np.ndarray, highlight: int, width: int = 360, height: int = 150) -> str:
@@ -433,7 +442,7 @@ img{{image-rendering:pixelated;border:1px solid #dde1e8}} img.big{{width:224px}}
 <p class=muted>Run {esc(t.run_name)} ({t.run_id}) · epoch {t.epoch} · {stamp}</p>
 {note}<p class=verdict>{esc(verdict)} · SI {stats.si[unit]:.2f} · NMI {stats.nmi[unit]:.2f}</p>
 <p>{esc(summary_sentence(t, stats, unit, labels))}</p>
-{heat_fig}<figure><img src="{png_uri(ink(stats.top_mean[unit]), scale=8)}" alt="top mean" class=big>
+{heat_fig}<figure><img src="{top_mean_uri(stats, unit, scale=8)}" alt="top mean" class=big>
 <figcaption>mean of its top {k} images</figcaption></figure>
 <figure>{_svg_bars(stats.means[unit], int(stats.preferred[unit]))}</figure>
 <h2>Top {k} test images (digit · activation)</h2>{tops}

@@ -39,8 +39,9 @@ def tile_images(t: D.Target, stats: N.LayerStats) -> tuple[list[str], str]:
         what = "3×3 kernel" if t.kind == "conv" else "incoming weights (28×28)"
         return uris, f"Each tile: the unit's {what}; blue positive, red negative, white 0, one scale for all " \
                      f"tiles (±{vmax:.3g}: the layer's largest weight at epoch {t.epoch})."
-    uris = [D.png_uri(D.ink(stats.top_mean[u])) for u in range(t.units)]
-    return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink)."
+    uris = [D.top_mean_uri(stats, u) for u in range(t.units)]
+    return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink; " \
+                  "plain grey: a dead unit)."
 
 
 def tiles(t: D.Target, sort: str = "index") -> tuple[list, str]:

@@ -75,7 +75,8 @@ def weights_figure(t: D.Target, unit: int, title: str | None = None) -> go.Figur
 def histogram_figure(stats: N.LayerStats, unit: int) -> go.Figure:
     a = stats.acts[:, unit]
     lo, hi = float(a.min()), float(a.max())
-    counts, edges = np.histogram(a, bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1e-6))
+    span = (lo, hi) if hi - lo > 1e-6 else (lo - 0.5, lo + 0.5)  # a dead unit: one bar, a readable axis
+    counts, edges = np.histogram(a, bins=HIST_BINS, range=span)
     fig = _fig("Activation over the 10,000 test images", "activation", "test images")
     fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color=NEUTRAL,
                          hovertemplate="%{x:.3f}: %{y} images<extra></extra>"))
@@ -127,8 +128,10 @@ def unit_panels(t: D.Target, unit: int) -> dict:
     k = stats.top.shape[1]
     return {
         "weights": weights_figure(t, unit),
-        "top_mean": D.png_uri(D.ink(stats.top_mean[unit])),
-        "top": image_strip(stats.top[unit], a, labels, images, "unit-top"),
+        "top_mean": D.top_mean_uri(stats, unit),
+        "top": image_strip(stats.top[unit], a, labels, images, "unit-top") + (
+            [html.Span("The unit is dead: all 10,000 images tie, so these are simply the first ones.",
+                       className="small muted")] if stats.dead[unit] else []),
         "bottom": image_strip(stats.bottom[unit], a, labels, images, "unit-bottom"),
         "hist": histogram_figure(stats, unit),
         "per_class": per_class_figure(stats, unit, labels),
@@ -147,7 +150,7 @@ def compare_panel(t: D.Target, unit: int, other_run_id: str):
     def side(target, u, stats, who):
         pic = (dcc.Graph(figure=weights_figure(target, u, f"{who}: unit {u}, epoch {target.epoch}"),
                          config=GRAPH_CONFIG) if target.first else
-               html.Img(src=D.png_uri(D.ink(stats.top_mean[u])), style={"width": 140, "imageRendering": "pixelated"}))
+               html.Img(src=D.top_mean_uri(stats, u), style={"width": 140, "imageRendering": "pixelated"}))
         return html.Div([pic, html.Div([html.B(f"{who}: "), dcc.Link(f"unit {u}", href=unit_href(target.run_id,
                         target.layer, u, target.epoch)), " · ",
                         html.Span(stats.verdicts[u], style={"color": verdict_color(stats.verdicts[u])}),
