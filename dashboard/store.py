@@ -2,8 +2,11 @@
 
 It never writes, except neuron names and notes (see `set_neuron_label`).
 A finished run's artifacts and metrics never change, so they are cached by run
-id (and epoch); a running run's are read fresh.  Snapshots load with
-`allow_pickle=False`: nothing in the store is ever unpickled.
+id (and epoch); a running run's are read fresh.  Two levels: a small in-process
+LRU, and a cache on disk shared by every gunicorn worker (dashboard.shared_cache),
+keyed by run id and end time, so a run that is ever resumed and ends again is
+read afresh.  Snapshots load with `allow_pickle=False`: nothing in the store, or
+in the cache, is ever unpickled.
 """
 import functools
 import re
@@ -18,6 +21,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dashboard import shared_cache
 from training import contract as C
 from training.tracking import tracking_uri
 
@@ -89,6 +93,11 @@ def get_run(run_id: str):
 
 def is_finished(run) -> bool:
     return run.info.status in TERMINAL
+
+
+def _shared_key(kind: str, run, *extra) -> str:
+    """A finished run's entry in the shared cache; its end time changes if the run is ever reopened."""
+    return ":".join(map(str, (kind, run.info.run_id, run.info.end_time, *extra)))
 
 
 SEARCH_TTL_S = 30.0
@@ -187,6 +196,20 @@ def _read_histories(run_ids: list[str], key: str) -> dict[str, tuple[np.ndarray,
     return out
 
 
+def _finished_history(run, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    rid = run.info.run_id
+    if (hit := _finished_cache.get(("history", rid, key))) is not None:
+        return hit
+    if (arrays := shared_cache.get_arrays(_shared_key("history", run, key))) is not None:
+        return _finished_cache.put(("history", rid, key), (arrays["step"], arrays["value"]))
+    return None
+
+
+def _keep_finished_history(run, key: str, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+    _finished_cache.put(("history", run.info.run_id, key), arrays)
+    shared_cache.set_arrays(_shared_key("history", run, key), {"step": arrays[0], "value": arrays[1]})
+
+
 def metric_histories(runs: list, keys) -> pd.DataFrame:
     """Long frame (run_id, key, step, value) of several metrics for several runs, in one call.
 
@@ -200,15 +223,15 @@ def metric_histories(runs: list, keys) -> pd.DataFrame:
             rid = run.info.run_id
             if key not in run.data.metrics:
                 continue
-            finished[rid] = is_finished(run)
-            hit = _finished_cache.get(("history", rid, key)) if finished[rid] else None
+            finished[rid] = run if is_finished(run) else None
+            hit = _finished_history(run, key) if finished[rid] else None
             if hit is None:
                 todo.append(rid)
             else:
                 parts.append((rid, key, *hit))
         for rid, arrays in _read_histories(todo, key).items():
             if finished[rid]:
-                _finished_cache.put(("history", rid, key), arrays)
+                _keep_finished_history(finished[rid], key, arrays)
             parts.append((rid, key, *arrays))
     parts = [p for p in parts if len(p[2])]
     if not parts:
@@ -225,33 +248,53 @@ def metric_history(run_id: str, key: str) -> pd.DataFrame:
     """(step, value) for one metric, sorted by step; empty if the run never logged it."""
     run = get_run(run_id)
     cache_key = ("metric", run_id, key)
-    if is_finished(run) and (hit := _finished_cache.get(cache_key)) is not None:
+    if not is_finished(run):
+        return _history_frame(client().get_metric_history(run_id, key))
+    if (hit := _finished_cache.get(cache_key)) is not None:
         return hit
-    df = _history_frame(client().get_metric_history(run_id, key))
-    return _finished_cache.put(cache_key, df) if is_finished(run) else df
+    if (arrays := _finished_history(run, key)) is None:
+        df = _history_frame(client().get_metric_history(run_id, key))
+        _keep_finished_history(run, key, (df["step"].to_numpy(), df["value"].to_numpy()))
+    else:
+        df = pd.DataFrame({"step": arrays[0].astype("int64"), "value": arrays[1].astype("float64")})
+    return _finished_cache.put(cache_key, df)
 
 
 def snapshot_epochs(run_id: str) -> list[int]:
     """Epochs that have a snapshot artifact, ascending; [] for runs without snapshots."""
-    run = get_run(run_id)
+    return _snapshot_epochs(get_run(run_id))
+
+
+def _snapshot_epochs(run) -> list[int]:
+    run_id = run.info.run_id
     cache_key = ("snapshots", run_id)
-    if is_finished(run) and (hit := _finished_cache.get(cache_key)) is not None:
-        return hit
+    if is_finished(run):
+        if (hit := _finished_cache.get(cache_key)) is not None:
+            return hit
+        if isinstance(hit := shared_cache.get_json(_shared_key("snapshots", run)), list):
+            return _finished_cache.put(cache_key, hit)
     try:
         files = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
     except Exception:
         files = []
     epochs = sorted(e for f in files if (e := C.snapshot_epoch(f.path)) is not None)
-    return _finished_cache.put(cache_key, epochs) if is_finished(run) else epochs
+    if not is_finished(run):
+        return epochs
+    shared_cache.set_json(_shared_key("snapshots", run), epochs)
+    return _finished_cache.put(cache_key, epochs)
 
 
 def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
     """One epoch's snapshot arrays.  StoreError if that epoch has no snapshot."""
-    if epoch not in snapshot_epochs(run_id):
+    run = get_run(run_id)
+    if epoch not in _snapshot_epochs(run):
         raise StoreError(f"run {run_id} has no snapshot for epoch {epoch}")
     cache_key = ("snapshot", run_id, epoch)
     if (hit := _snapshot_cache.get(cache_key)) is not None:
         return hit
+    shared_key = _shared_key("snapshot", run, int(epoch)) if is_finished(run) else None
+    if shared_key and (hit := shared_cache.get_arrays(shared_key, large=True)) is not None:
+        return _snapshot_cache.put(cache_key, hit)
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
         local = client().download_artifacts(run_id, C.snapshot_path(int(epoch)), tmp)
@@ -261,6 +304,8 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
         except Exception as e:  # an object array (pickle), or not an .npz at all: refuse, never execute
             raise StoreError(f"run {run_id}: the epoch {epoch} snapshot is not a plain numeric .npz "
                              f"(refused to load it: {str(e)[:120]})") from None
+    if shared_key:
+        shared_cache.set_arrays(shared_key, arrays, large=True)
     return _snapshot_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
 
 

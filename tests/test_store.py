@@ -69,3 +69,76 @@ def test_a_search_with_a_running_run_is_read_fresh_every_time(log_run):
     assert store.search_runs([exp])[0].info.status == "RUNNING"
     MlflowClient(tracking_uri()).set_terminated(rid, "FINISHED")
     assert store.search_runs([exp])[0].info.status == "FINISHED"
+
+
+# ---- the cache on disk that gunicorn workers share ---------------------------------------------
+
+def _log_snapshot(rid, tmp_path, epoch=0):
+    import numpy as np
+
+    from training import contract as C
+    folder = tmp_path / f"snap-{rid}"
+    folder.mkdir()
+    path = folder / C.snapshot_path(epoch).split("/")[-1]
+    np.savez(path, **{C.weight_key("fc1"): np.arange(12, dtype=np.float32).reshape(3, 4)})
+    MlflowClient(tracking_uri()).log_artifact(rid, str(path), C.SNAPSHOT_DIR)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DASHBOARD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_finished_runs_reads_go_to_the_shared_cache_but_a_running_runs_never_do(log_run, tmp_path, cache_dir):
+    from dashboard import shared_cache
+    live = log_run("live", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
+    _log_snapshot(live, tmp_path)
+    store.load_snapshot(live, 0)
+    store.metric_history(live, "test_acc")
+    assert (shared_cache.entries(), shared_cache.entries(large=True)) == (0, 0)
+
+    done = log_run("done", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
+    _log_snapshot(done, tmp_path)
+    MlflowClient(tracking_uri()).set_terminated(done, "FINISHED")
+    store.load_snapshot(done, 0)
+    store.metric_history(done, "test_acc")
+    assert shared_cache.entries(large=True) == 1  # the snapshot
+    assert shared_cache.entries() == 2  # its epoch list and its history
+    assert str(cache_dir) in shared_cache.directory()
+
+
+def test_different_stores_never_share_cache_entries(cache_dir):
+    from dashboard import shared_cache
+    assert shared_cache.directory("sqlite:///a/mlflow.db") != shared_cache.directory("sqlite:///b/mlflow.db")
+    assert shared_cache.directory().startswith(str(cache_dir))
+
+
+def test_a_second_process_reads_a_finished_snapshot_from_the_shared_cache_without_the_store(log_run, tmp_path,
+                                                                                             cache_dir):
+    """What one gunicorn worker read, another gets from the cache: proven by deleting the artifact in between."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+
+    from tests.conftest import REPO
+    rid = log_run("shared", curves={"test_acc": [0.1, 0.2, 0.3]}, status="RUNNING")
+    _log_snapshot(rid, tmp_path)
+    MlflowClient(tracking_uri()).set_terminated(rid, "FINISHED")
+    first = store.load_snapshot(rid, 0)
+    store.metric_history(rid, "test_acc")
+    shutil.rmtree(urlparse(store.get_run(rid).info.artifact_uri).path)  # the store can no longer answer
+
+    script = (f"from dashboard import store; s = store.load_snapshot({rid!r}, 0); "
+              f"h = store.metric_history({rid!r}, 'test_acc'); "
+              "print(({k: v.tolist() for k, v in s.items()}, h.value.tolist()))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    second = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip() == str(({k: v.tolist() for k, v in first.items()}, [0.1, 0.2, 0.3]))
+
+    env["DASHBOARD_CACHE_DIR"] = str(tmp_path / "empty-cache")  # control: without the cache it must fail
+    cold = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert cold.returncode != 0
