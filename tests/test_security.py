@@ -142,3 +142,28 @@ def test_the_dashboard_writes_only_neuron_labels_and_only_through_one_function()
                 if calls:
                     found[f"{path.relative_to(REPO)}:{fn.name}"] = calls
     assert found == {"dashboard/store.py:set_neuron_label": ["set_tag", "set_tag"]}
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses listening on a TCP port, read from the kernel's own table."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if int(p, 16) == port and state == "0A":  # 0A: LISTEN
+                found.add(addr)
+    return found
+
+
+@pytest.mark.browser
+def test_the_dashboard_binds_to_loopback_with_debug_off_by_default(dashboard_url, page):
+    port = int(dashboard_url.rsplit(":", 1)[1])
+    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+    page.goto(dashboard_url + "/")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("[class^=dash-debug-menu]").count() == 0  # no dev tools without --debug
