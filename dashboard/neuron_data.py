@@ -15,6 +15,7 @@ StoreError with a one-line message the page shows.
 import base64
 import functools
 import html as html_text
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from training import contract as C
 from training.config import ConfigError, RunConfig
 from training.models import ACTIVATION_FNS, StackedNet, layers_of
 
+INTEGER_RE = re.compile(r"-?[0-9]{1,9}")
 FORWARD_CHUNK = 2000  # images per forward pass: bounds memory for conv feature maps (2000 x 16 x 26 x 26)
 
 
@@ -59,7 +61,7 @@ def verdict_color(verdict: str) -> str:
 def parse_int(value, what: str) -> int:
     """An integer from a URL part or query value, or StoreError naming what was wrong."""
     text = str(value).strip()
-    if not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+    if not INTEGER_RE.fullmatch(text):  # ASCII only: str.isdigit() accepts '²', which int() rejects
         raise StoreError(f"{what} '{text[:20]}' is not a whole number")
     return int(text)
 
@@ -100,6 +102,7 @@ class Target:
     activation: str
     first: bool  # the first hidden layer: its weights are image-shaped
     prev_name: str | None  # previous hidden layer's name (None for the first)
+    unit: int | None = None  # the unit asked for, if any
 
 
 def resolve(run_id, layer=1, epoch=None, unit=None) -> Target:
@@ -121,13 +124,14 @@ def resolve(run_id, layer=1, epoch=None, unit=None) -> Target:
         raise StoreError(f"epoch {epoch} has no snapshot: this run has snapshots for epochs "
                          f"{_epoch_list(epochs)}")
     spec = {l.name: l for l in layers_of(config)}[hidden[layer - 1]]
+    u = None
     if unit not in (None, ""):
         u = parse_int(unit, "unit")
         if not 0 <= u < spec.units:
             raise StoreError(f"unit {u} does not exist: layer {layer} ({spec.name}) has units 0–{spec.units - 1}")
     return Target(run_id=run_id, run_name=run.info.run_name or run_id[:8], layer=layer, layer_name=spec.name,
                   kind=spec.kind, units=spec.units, epoch=epoch, epochs=epochs, activation=config.activation,
-                  first=layer == 1, prev_name=hidden[layer - 2] if layer > 1 else None)
+                  first=layer == 1, prev_name=hidden[layer - 2] if layer > 1 else None, unit=u)
 
 
 def _epoch_list(epochs) -> str:

@@ -82,7 +82,7 @@ def error_page(message: str):
 def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
     try:
         t = D.resolve(run_id, layer, epoch)
-        sort = sort if sort in SORTS else "index"
+        sort = sort if isinstance(sort, str) and sort in SORTS else "index"
         tile_list, legend = tiles(t, sort)
     except StoreError as e:
         return error_page(str(e))

@@ -177,8 +177,10 @@ def _card(title, *children, **kw):
 
 def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_query):
     try:
-        t = D.resolve(run_id, layer, epoch, unit)
-        u = int(unit)
+        t = D.resolve(run_id, layer, epoch, "" if unit is None else unit)
+        if t.unit is None:
+            raise StoreError("the address names no unit: use /runs/<run id>/neurons/<layer>/<unit>")
+        u = t.unit
         p = unit_panels(t, u)
         label = D.neuron_labels(t.run_id, t.layer).get(u, {})
         options = D.comparable_runs(t)
