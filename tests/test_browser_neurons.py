@@ -26,6 +26,12 @@ def test_layer_view_shows_a_tile_for_every_unit_with_verdict_and_si(page, dashbo
     assert all(v in ("feature-selective", "dead") or v.startswith("class-selective (digit ") for v in verdicts)
     si = [float(s.split()[1]) for s in page.locator(".neurons-tile-si").all_inner_texts()]
     assert si == sorted(si, reverse=True)
+    first_tile = "document.querySelector('.neurons-tile img').src"
+    trained = page.evaluate(first_tile)
+    page.locator("#neurons-epoch [role=slider]").focus()
+    page.keyboard.press("Home")  # the untrained net: other weights, other tiles
+    page.wait_for_function(f"{first_tile} !== {trained!r}", timeout=15000)
+    assert "epoch=0" in page.locator(".neurons-tile").first.get_attribute("href")
     tiles.first.click()
     page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
     assert f"/runs/{rid}/neurons/1/" in page.url
