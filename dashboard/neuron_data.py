@@ -170,7 +170,8 @@ def _snapshot_params(config: RunConfig, snapshot: dict) -> dict[str, torch.Tenso
     return params
 
 
-def compute_activations(config: RunConfig, snapshot: dict, x: torch.Tensor, upto: int | None = None) -> list[Activations]:
+def compute_activations(config: RunConfig, snapshot: dict, x: torch.Tensor,
+                        upto: int | None = None) -> list[Activations]:
     """Hidden layers 1..upto (default: all) for inputs x (N, 784), with training's own forward pass.
 
     A CNN's first layer alone is one convolution; its second costs five times more, so `upto=1`
@@ -284,7 +285,8 @@ def comparable_runs(t: Target) -> list[dict]:
         layers = store.layer_names(r)
         if r.info.run_id == t.run_id or layers[:t.layer] != want or len(layers) <= t.layer:
             continue
-        label = f"{r.info.run_name or r.info.run_id[:8]} · {r.data.params.get(C.PARAM_ARCH, '?')} · {r.info.run_id[:8]}"
+        name = r.info.run_name or r.info.run_id[:8]
+        label = f"{name} · {r.data.params.get(C.PARAM_ARCH, '?')} · {r.info.run_id[:8]}"
         out.append({"label": label, "value": r.info.run_id, "_key": r.data.params.get(C.PARAM_ARCH) != arch})
     out.sort(key=lambda d: d.pop("_key"))
     return out
@@ -450,6 +452,6 @@ img{{image-rendering:pixelated;border:1px solid #dde1e8}} img.big{{width:224px}}
 <figcaption>mean of its top {k} images</figcaption></figure>
 <figure>{_svg_bars(stats.means[unit], int(stats.preferred[unit]))}</figure>
 <h2>Top {k} test images (digit · activation)</h2>{tops}
-<p class=muted>SI = (μmax − μrest)/(μmax + μrest) over class-mean activations (Morcos et al. 2018); class-selective
-when SI ≥ {N.SI_THRESHOLD} and ≥ {N.TOPK_MAJORITY:.0%} of the top {k} are one digit.</p>
+<p class=muted>SI = (μmax − μrest)/(μmax + μrest) over class-mean activations (Morcos et al. 2018);
+class-selective when SI ≥ {N.SI_THRESHOLD} and ≥ {N.TOPK_MAJORITY:.0%} of the top {k} are one digit.</p>
 </body></html>"""

@@ -171,6 +171,20 @@ def epoch_slider(component_id: str, t: D.Target) -> dcc.Slider:
                       marks={e: str(e) for e in t.epochs}, allow_direct_input=False)
 
 
+def label_card(t: D.Target, u: int, label: dict):
+    """Name and note: saved as MLflow tags, shown back as plain text (Dash escapes it)."""
+    return _card(
+        "Name and note",
+        html.Div([dcc.Input(id="unit-name", value=label.get("name", ""), maxLength=200, style={"width": 280},
+                            placeholder="a short name, e.g. 'left loop'"),
+                  html.Button("Save", id="unit-save", n_clicks=0, className="button-primary")], className="row"),
+        dcc.Textarea(id="unit-note", value=label.get("note", ""), placeholder="a note for the team", maxLength=5000,
+                     className="text-input", style={"width": "100%", "height": 70, "marginTop": 8}),
+        html.Div(id="unit-save-status", className="small muted"),
+        html.P(f"Stored as MLflow tags on the run (neuron.{t.layer}.{u}.name / .note): the MLflow UI shows them too.",
+               className="small muted"))
+
+
 def _card(title, *children, **kw):
     return html.Div([html.H3(title, style={"marginTop": 0}), *children], className="card", **kw)
 
@@ -210,7 +224,8 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
                   dcc.Link(f"unit {u + 1} →", href=unit_href(t.run_id, t.layer, u + 1, t.epoch))
                   if u + 1 < t.units else None], className="row"),
         html.Div([
-            html.Button("▶ Play", id="unit-play", n_clicks=0, title="Animate the unit from the first snapshot to the last"),
+            html.Button("▶ Play", id="unit-play", n_clicks=0,
+                        title="Animate the unit from the first snapshot to the last"),
             html.Div([html.Label("Epoch", className="small muted"), epoch_slider("unit-epoch", t)], className="grow"),
         ], className="row card"),
         html.P(p["summary"], id="unit-summary", className="card"),
@@ -220,7 +235,8 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
                   html.Img(id="unit-top-mean", src=p["top_mean"], alt="mean of the top images",
                            style={"width": 220, "height": 220, "imageRendering": "pixelated",
                                   "border": "1px solid var(--border)"}),
-                  html.P("What the images that excite it most have in common (dark = ink).", className="small muted")),
+                  html.P("What the images that excite it most have in common (dark = ink).",
+                         className="small muted")),
         ], className="grid-2"),
         _card(f"Top {p['k']} activating test images (digit · activation)",
               html.Div(p["top"], id="unit-top", className="row"),
@@ -229,17 +245,10 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
               html.Div(p["bottom"], id="unit-bottom", className="row", style={"display": "none"})),
         html.Div([graph("unit-hist", p["hist"]), graph("unit-per-class", p["per_class"]),
                   graph("unit-means", p["means"])],
-                 style={"display": "grid", "gridTemplateColumns": "repeat(auto-fit, minmax(340px, 1fr))", "gap": 12}),
+                 style={"display": "grid", "gap": 12,
+                        "gridTemplateColumns": "repeat(auto-fit, minmax(340px, 1fr))"}),
         html.Div([
-            _card("Name and note",
-                  html.Div([dcc.Input(id="unit-name", value=label.get("name", ""), placeholder="a short name, e.g. 'left loop'",
-                                      maxLength=200, debounce=False, style={"width": 280}),
-                            html.Button("Save", id="unit-save", n_clicks=0, className="button-primary")], className="row"),
-                  dcc.Textarea(id="unit-note", value=label.get("note", ""), placeholder="a note for the team",
-                               maxLength=5000, className="text-input", style={"width": "100%", "height": 70, "marginTop": 8}),
-                  html.Div(id="unit-save-status", className="small muted"),
-                  html.P("Stored as MLflow tags on the run "
-                         f"(neuron.{t.layer}.{u}.name / .note): the MLflow UI shows them too.", className="small muted")),
+            label_card(t, u, label),
             _card("Compare with another run",
                   dcc.Dropdown(id="unit-compare-run", options=options, value=compare,
                                placeholder="a run with the same layers up to this one…" if options
