@@ -2,11 +2,12 @@
 PY      := .venv/bin/python
 REQ_SUM := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP   := .venv/.installed-$(REQ_SUM)
+RAY_STAMP := .venv/.ray-installed-$(shell sha256sum requirements-ray.txt | cut -c1-16)
 HOST    ?= 127.0.0.1
 PORT    ?= 8050
 WORKERS ?= 4
 
-.PHONY: install data browser run serve test test-fast bench screenshots clean-store
+.PHONY: install install-ray data browser run serve test test-fast bench screenshots clean-store
 
 install: $(STAMP)
 
@@ -15,6 +16,14 @@ $(STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	@rm -f .venv/.installed-*
+	@touch $@
+
+# Ray is optional (grids with --ray); keyed on requirements-ray.txt the same way.
+install-ray: $(RAY_STAMP)
+
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-ray.txt
+	@rm -f .venv/.ray-installed-*
 	@touch $@
 
 data: install
@@ -33,7 +42,7 @@ run: data
 serve: data
 	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: data browser
+test: data browser install-ray
 	$(PY) -m pytest -q
 
 test-fast: data

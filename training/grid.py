@@ -1,6 +1,6 @@
 """Run a hyperparameter grid as one MLflow parent run with a nested child run per config.
 
-    python -m training.grid training/grids/quick.yaml [--workers N] [--dry-run]
+    python -m training.grid training/grids/quick.yaml [--workers N | --ray [--ray-address ADDR]] [--dry-run]
 
 Configs that share shapes and step counts train together as one stacked
 computation (see training.engine).  Rerunning a file skips configs whose child
@@ -183,9 +183,18 @@ def main(argv=None) -> int:
     p.add_argument("file", help="grid YAML file, e.g. training/grids/quick.yaml")
     p.add_argument("--workers", type=int, default=1, help="train cohorts in N processes at once")
     p.add_argument("--dry-run", action="store_true", help="print the expanded configs and train nothing")
+    p.add_argument("--ray", action="store_true", help="run each cohort as a Ray task (pip install -r requirements-ray.txt)")
+    p.add_argument("--ray-address", help="an existing Ray cluster, e.g. auto or ray://head:10001 (default: start one here)")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    if args.ray_address and not args.ray:
+        p.error("--ray-address needs --ray")
+    if args.ray and args.workers != 1:
+        p.error("--workers and --ray do not mix: Ray places the cohorts")
+    if args.ray:
+        from training import ray_runner
+        ray_runner.import_ray()  # a missing Ray fails here, before any run exists
     spec = load_grid(args.file)
     if args.dry_run:
         print_plan(spec)
@@ -212,7 +221,9 @@ def main(argv=None) -> int:
     try:
         with tqdm(total=sum(total_steps(c) for c in pending), unit="step", unit_scale=True,
                   desc=f"grid {spec.name}") as bar:
-            if args.workers == 1:
+            if args.ray:
+                outcomes = ray_runner.run_on_ray(pending, data.root, parent_id, spec.name, bar, args.ray_address)
+            elif args.workers == 1:
                 for cohort in cohorts:
                     interrupt.check()
                     outcomes += train_one_cohort(cohort, data, parent_id, spec.name, progress=bar)

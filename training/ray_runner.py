@@ -1,0 +1,103 @@
+"""Grids on Ray: each stacked cohort is one Ray task that logs straight to the tracking store.
+
+    python -m training.grid FILE.yaml --ray [--ray-address ADDR]
+
+Imported only with --ray, so Ray stays an optional install (requirements-ray.txt).
+Without an address a local Ray starts on this machine and stops with the grid.
+Every node needs this repo's environment (`make install`) and MNIST at the
+same MNIST_ROOT; the `training` package itself is shipped with the job.
+"""
+import os
+import sys
+from pathlib import Path
+
+from training import data as mnist
+from training import interrupt
+from training.engine import total_steps
+from training.errors import UserError
+from training.grid import make_cohorts, train_one_cohort
+from training.tracking import tracking_uri
+
+# A stacked cohort keeps one core busy; more threads per task pay off less than more tasks.
+CPUS_PER_TASK = 1
+_data = None  # MNIST, loaded once per Ray worker process
+
+
+def import_ray():
+    """Ray, or a one-line error saying how to install it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray, which is not installed: pip install -r requirements-ray.txt "
+                        "(or make install-ray)") from None
+    return ray
+
+
+def _train_task(configs, parent_id: str, grid_name: str):
+    global _data
+    import torch
+    torch.set_num_threads(CPUS_PER_TASK)
+    if _data is None:
+        _data = mnist.load()
+    return train_one_cohort(configs, _data, parent_id, grid_name)
+
+
+def start(ray, address: str | None) -> bool:
+    """Connect to (or start) Ray.  Returns whether this call started it, so the caller shuts it down."""
+    if ray.is_initialized():  # e.g. a test or a notebook that chose its own resources
+        return False
+    import logging
+    if not address:  # a local start enables token auth by default and says so on every run
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    package = str(Path(__file__).resolve().parent)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 configure_logging=True, runtime_env={"py_modules": [package]} if address else None)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot start or reach Ray at {address or 'a new local instance'}: "
+                        f"{str(e).splitlines()[0][:200]}") from None
+    return True
+
+
+def run_on_ray(pending, data_root: Path, parent_id: str, grid_name: str, bar,
+               address: str | None = None) -> list[tuple[str, str]]:
+    """Train the pending configs as Ray tasks, one per cohort.  Returns (run id, status) per config."""
+    ray = import_ray()
+    uri = tracking_uri()
+    if address and uri.startswith("sqlite:"):
+        print(f"warning: the store {uri} is a local SQLite file that only Ray nodes on this machine can "
+              f"write; set MLFLOW_TRACKING_URI to a tracking server for a cluster", file=sys.stderr)
+    started = start(ray, address)
+    try:
+        n_cpus = int(ray.cluster_resources().get("CPU", 1))
+        cohorts = make_cohorts(pending, max(1, n_cpus // CPUS_PER_TASK))
+        env = {"MLFLOW_TRACKING_URI": uri, "MNIST_ROOT": str(Path(data_root).resolve()),
+               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        task = ray.remote(num_cpus=CPUS_PER_TASK, max_retries=0,
+                          runtime_env={"env_vars": env})(_train_task)
+        refs = {task.remote(cohort, parent_id, grid_name): cohort for cohort in cohorts}
+        outcomes, todo = [], list(refs)
+        try:
+            while todo:
+                done, todo = ray.wait(todo, num_returns=1, timeout=0.5)
+                interrupt.check()
+                for ref in done:
+                    cohort = refs[ref]
+                    try:
+                        outcomes += ray.get(ref)
+                    except Exception as e:  # the task's process died (out of memory, a lost node), or a bug
+                        cause = getattr(e, "cause", None) or e  # a RayTaskError wraps the task's own exception
+                        print(f"cohort of {len(cohort)} lost on Ray: {type(cause).__name__}: "
+                              f"{str(cause).strip()[:500]}", file=sys.stderr)
+                        outcomes += [("", "LOST")] * len(cohort)
+                    bar.update(sum(total_steps(c) for c in cohort))
+        except KeyboardInterrupt:
+            for ref in todo:
+                ray.cancel(ref)  # raises KeyboardInterrupt in the task: its open runs end KILLED
+            ray.wait(todo, num_returns=len(todo), timeout=60)
+            raise
+        return outcomes
+    finally:
+        if started:
+            ray.shutdown()
