@@ -101,7 +101,8 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         return exp.experiment_id
     location = _sqlite_artifact_root(tracking_uri())
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location,
+                                               tags={C.TAG_EXPERIMENT_KIND: C.EXPERIMENT_KIND})
     except Exception:
         exp = mlflow_client.get_experiment_by_name(name)  # another process created it first
         if exp is None:
