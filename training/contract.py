@@ -83,7 +83,7 @@ TAG_GRID_NAME = "grid.name"
 TAG_GRID_PARENT = "grid.parent"  # "true" on a grid's parent run
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own: nests runs in its UI
 TAG_RUN_NAME = "mlflow.runName"
-# On experiments: makes MLflow 3's UI open them on "Training runs" rather than its GenAI overview.
+# On experiments: MLflow 3's UI tells model-training experiments from GenAI ones by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
