@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from dashboard import auth
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m dashboard", description="Serve the MNIST Lab dashboard.")
@@ -9,8 +11,12 @@ def main(argv=None) -> None:
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--debug", action="store_true", help="Dash dev tools and hot reload; never on a shared host")
     args = p.parse_args(argv)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding to {args.host} exposes the dashboard to the network without a login", file=sys.stderr)
+    try:
+        notice = auth.bind_notice(args.host)
+    except auth.AuthConfigError as e:
+        p.error(str(e))
+    if notice:
+        print(notice[0], file=sys.stderr if notice[1] else sys.stdout, flush=True)
     from dashboard.app import app
     from training.tracking import tracking_uri
     print(f"MLflow store: {tracking_uri()}")

@@ -3,7 +3,17 @@ import argparse
 import os
 import sys
 
-LOCAL = ("127.0.0.1", "localhost", "::1")
+from dashboard import auth
+
+
+def gunicorn_argv(host: str, port: int, workers: int) -> list[str]:
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    # Workers are separate processes: what one reads from the store the others find in dashboard.shared_cache.
+    # --preload imports the app (torch, plotly, MLflow) once and forks the workers from it: they start in
+    # a moment and share that memory.  No control socket: its one default path per user would clash
+    # between two dashboards on one machine.
+    return [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", "120", "--preload",
+            "--no-control-socket", "dashboard.app:server"]
 
 
 def main(argv=None) -> None:
@@ -14,13 +24,17 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    if args.host not in LOCAL:
-        print(f"warning: binding to {args.host} exposes the dashboard to the network without a login",
-              file=sys.stderr)
+    try:
+        notice = auth.bind_notice(args.host)
+    except auth.AuthConfigError as e:
+        p.error(str(e))
+    if notice:
+        print(notice[0], file=sys.stderr if notice[1] else sys.stdout, flush=True)
+    from dashboard import shared_cache
+    print(f"Shared cache: {shared_cache.root()} (one folder per MLflow store)")
     print(f"Dashboard: http://{args.host}:{args.port}/ (gunicorn, {args.workers} workers)", flush=True)
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    os.execv(gunicorn, [gunicorn, "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
-                        "--timeout", "120", "dashboard.app:server"])
+    argv = gunicorn_argv(args.host, args.port, args.workers)
+    os.execv(argv[0], argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ read afresh.  Snapshots load with `allow_pickle=False`: nothing in the store, or
 in the cache, is ever unpickled.
 """
 import functools
+import hashlib
+import json
 import re
 import tempfile
 import threading
 import time
 from collections import OrderedDict
 
+import flask
 import numpy as np
 import pandas as pd
 from mlflow.entities import ViewType
@@ -79,15 +82,34 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _request_runs() -> dict | None:
+    """Runs already read while answering this HTTP request, or None outside one."""
+    if not flask.has_request_context():
+        return None
+    if not hasattr(flask.g, "store_runs"):
+        flask.g.store_runs = {}
+    return flask.g.store_runs
+
+
 def get_run(run_id: str):
-    """The run, or StoreError if it is unknown, malformed or deleted."""
+    """The run, or StoreError if it is unknown, malformed or deleted.
+
+    Read fresh for every request (tags such as neuron names change), but once per request: one callback
+    asks for the same run several times (its status decides what may be cached), and each read costs
+    the SQL store tens of milliseconds.
+    """
     check_run_id(run_id)
+    memo = _request_runs()
+    if memo is not None and run_id in memo:
+        return memo[run_id]
     try:
         run = client().get_run(run_id)
     except MlflowException:
         raise StoreError(f"run {run_id} is not in the store") from None
     if run.info.lifecycle_stage == "deleted":
         raise StoreError(f"run {run_id} was deleted")
+    if memo is not None:
+        memo[run_id] = run
     return run
 
 
@@ -317,16 +339,27 @@ def layer_names(run) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def test_set() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST test images (10000, 28, 28) uint8 and labels, verified, in the order predictions are logged."""
-    from training.data import load
+    """MNIST test images (10000, 28, 28) uint8 and labels, verified, in the order predictions are logged.
+
+    Verifying and reading MNIST costs each new worker over a second, so the verified arrays are shared too,
+    keyed by the checksums they were verified against.
+    """
+    from training.data import SHA256, load
+    key = "mnist-test:" + hashlib.sha256(json.dumps(SHA256, sort_keys=True).encode()).hexdigest()[:16]
+    if (hit := shared_cache.get_arrays(key, large=True)) is not None:
+        return hit["images"], hit["labels"]
     data = load()
     images = (data.test_x.reshape(-1, 28, 28).numpy() * 255).round().astype(np.uint8)
-    return images, data.test_y.numpy()
+    labels = data.test_y.numpy()
+    shared_cache.set_arrays(key, {"images": images, "labels": labels}, large=True)
+    return images, labels
 
 
 def set_neuron_label(run_id: str, layer: int, unit: int, name: str | None = None, note: str | None = None) -> None:
     """The dashboard's only write: a unit's name or note, as tags on the run shown."""
     get_run(run_id)
+    if (memo := _request_runs()) is not None:
+        memo.pop(run_id, None)  # the rest of this request reads the new tags
     if name is not None:
         client().set_tag(run_id, C.neuron_name_tag(layer, unit), name[:200])
     if note is not None:
