@@ -19,8 +19,6 @@ import numpy as np
 from cachelib.serializers import BaseSerializer
 from flask_caching.backends.filesystemcache import FileSystemCache
 
-from training.tracking import tracking_uri
-
 ENV_DIR = "DASHBOARD_CACHE_DIR"
 TIMEOUT_S = 7 * 24 * 3600  # entries are immutable; the timeout only lets a long-lived cache forget old runs
 # Small entries (histories, epoch lists) and large ones (snapshots, activations) are counted apart, so a
@@ -54,6 +52,7 @@ def root() -> str:
 
 def directory(uri: str | None = None) -> str:
     """This store's cache folder: one per tracking URI."""
+    from training.tracking import tracking_uri  # here, so `python -m dashboard.serve` starts without torch
     return os.path.join(root(), hashlib.sha256((uri or tracking_uri()).encode()).hexdigest()[:16])
 
 
