@@ -1,0 +1,162 @@
+"""The team deployment: `python -m dashboard.serve` (what `make serve` runs) under real gunicorn, optional login, bind warnings."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from dashboard import shared_cache
+from tests.conftest import REPO, assert_no_dash_errors, free_port
+
+AUTH = ("ann", "correct horse battery staple")
+FIGURES = 10  # the run page's figure sections (tests/test_browser_run_detail.py)
+
+
+class Served:
+    def __init__(self, proc, url, cache_dir, first_lines):
+        self.proc, self.url, self.cache_dir, self.first_lines = proc, url, cache_dir, first_lines
+
+
+def serve(tmp_path, tracking_uri, *, host="127.0.0.1", workers=2, auth=None) -> Served:
+    """Start `python -m dashboard.serve` and wait until it answers (any status: with a login it is 401)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO),
+           "DASHBOARD_CACHE_DIR": str(tmp_path / "cache")}
+    for name in ("DASHBOARD_USER", "DASHBOARD_PASSWORD"):
+        env.pop(name, None)
+    if auth:
+        env.update(DASHBOARD_USER=auth[0], DASHBOARD_PASSWORD=auth[1])
+    log = open(tmp_path / f"serve-{port}.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--host", host, "--port", str(port),
+                             "--workers", str(workers)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            requests.get(url + "/", timeout=5)
+            break
+        except requests.RequestException:
+            assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("gunicorn did not answer within 120 s")
+    log.seek(0)
+    return Served(proc, url, tmp_path / "cache", log.read())
+
+
+def stop(served: Served) -> None:
+    served.proc.terminate()
+    try:
+        served.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        served.proc.kill()
+
+
+def worker_pids(master: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromium(page, trained_store, tmp_path):
+    served = serve(tmp_path, trained_store.tracking_uri, workers=2)
+    try:
+        assert f"Dashboard: {served.url}/ (gunicorn, 2 workers)" in served.first_lines
+        assert len(worker_pids(served.proc.pid)) == 2  # serve execs gunicorn: its pid is the master's
+        page.goto(served.url + "/")
+        page.wait_for_selector(".ag-row", timeout=30000)
+        page.goto(f"{served.url}/runs/{trained_store.run_ids['sigmoid']}")
+        page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {FIGURES}",
+                               timeout=60000)
+        page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=30000)
+        assert_no_dash_errors(page)
+        # What the workers read of this finished run is now on disk for every worker.
+        cache = served.cache_dir / os.path.basename(shared_cache.directory(trained_store.tracking_uri))
+        assert any((cache / "arrays").iterdir()), "no snapshot in the shared cache"
+        assert sum(1 for _ in (cache / "small").iterdir()) > 1, "no histories in the shared cache"
+    finally:
+        stop(served)
+
+
+@pytest.mark.browser
+def test_with_a_user_and_password_set_every_route_needs_the_login(browser, log_run, tmp_path):
+    log_run("a run", curves={"test_acc": [0.1, 0.5]})  # into this test's own store
+    served = serve(tmp_path, os.environ["MLFLOW_TRACKING_URI"], workers=2, auth=AUTH)
+    try:
+        assert "auth: on" in served.first_lines and "warning" not in served.first_lines
+        # The browser logs in once and every page, asset and callback request carries it.
+        context = browser.new_context(http_credentials={"username": AUTH[0], "password": AUTH[1]})
+        tab = context.new_page()
+        errors, calls = [], []
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("request", lambda r: calls.append(r) if "/_dash-update-component" in r.url else None)
+        tab.goto(served.url + "/")
+        tab.wait_for_selector(".ag-row", timeout=30000)
+        context.close()
+        assert errors == [] and calls, errors
+        callback, asset = calls[0], "/assets/" + sorted(os.listdir(REPO / "dashboard" / "assets"))[0]
+        body, headers = callback.post_data_buffer, {"Content-Type": "application/json"}
+        routes = [("GET", "/", None), ("GET", "/_dash-layout", None), ("GET", asset, None),
+                  ("POST", "/_dash-update-component", body)]
+        for method, path, data in routes:
+            for creds in (None, (AUTH[0], "wrong"), ("bob", AUTH[1])):
+                r = requests.request(method, served.url + path, data=data, headers=headers, auth=creds, timeout=30)
+                assert r.status_code == 401, (method, path, creds)
+                assert r.headers["WWW-Authenticate"].startswith("Basic ")
+            r = requests.request(method, served.url + path, data=data, headers=headers, auth=AUTH, timeout=60)
+            assert r.status_code == 200, (method, path, r.text[:300])
+    finally:
+        stop(served)
+
+
+def _first_lines(args: list[str], env_extra: dict, tmp_path) -> tuple[str, subprocess.Popen]:
+    """Start a dashboard command, read what it prints before it serves, then stop it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASHBOARD_CACHE_DIR": str(tmp_path / "cache"), **env_extra}
+    for name in ("DASHBOARD_USER", "DASHBOARD_PASSWORD"):
+        if name not in env_extra:
+            env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # the last line before serving names the URL
+            lines.append(line)
+            if line.startswith("Dashboard: ") or "error:" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return "".join(lines), proc
+
+
+@pytest.mark.parametrize("module", ["dashboard", "dashboard.serve"])
+def test_binding_to_all_interfaces_without_a_login_prints_a_warning(module, tmp_path):
+    extra = ["--workers", "1"] if module == "dashboard.serve" else []
+    port = str(free_port())
+    exposed, _ = _first_lines([module, "--host", "0.0.0.0", "--port", port, *extra], {}, tmp_path)
+    assert re.search(r"^warning: binding to 0\.0\.0\.0 exposes the dashboard to the network without a login; "
+                     r"set DASHBOARD_USER and DASHBOARD_PASSWORD", exposed, re.M), exposed
+    assert f"Dashboard: http://0.0.0.0:{port}/" in exposed
+
+    login = {"DASHBOARD_USER": AUTH[0], "DASHBOARD_PASSWORD": AUTH[1]}
+    protected, _ = _first_lines([module, "--host", "0.0.0.0", "--port", port, *extra], login, tmp_path)
+    assert "warning: binding" not in protected and "auth: on (HTTP basic, user 'ann'" in protected, protected
+    assert AUTH[1] not in protected
+
+    local, _ = _first_lines([module, "--port", port, *extra], {}, tmp_path)
+    assert "warning: binding" not in local and "auth: on" not in local, local
+
+
+def test_a_user_without_a_password_is_refused_with_a_one_line_error(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASHBOARD_USER": "ann"}
+    env.pop("DASHBOARD_PASSWORD", None)
+    done = subprocess.run([sys.executable, "-m", "dashboard.serve", "--port", str(free_port())], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "DASHBOARD_PASSWORD is not set: set both DASHBOARD_USER and DASHBOARD_PASSWORD" in done.stderr
