@@ -33,6 +33,7 @@ def main(argv=None) -> None:
     from dashboard import shared_cache
     print(f"Shared cache: {shared_cache.root()} (one folder per MLflow store)")
     print(f"Dashboard: http://{args.host}:{args.port}/ (gunicorn, {args.workers} workers)", flush=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the server log readable
     argv = gunicorn_argv(args.host, args.port, args.workers)
     os.execv(argv[0], argv)
 
