@@ -154,3 +154,73 @@ def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dash
     store.set_neuron_label(rid, 0, 3, name="loop detector", note="fires on 0, 6, 8, 9")
     tags = MlflowClient(url).get_run(rid).data.tags
     assert tags[C.neuron_name_tag(0, 3)] == "loop detector" and tags[C.neuron_note_tag(0, 3)] == "fires on 0, 6, 8, 9"
+
+
+def test_a_local_sqlite_store_moves_onto_the_server_and_the_dashboard_reads_it(team_server, tmp_path, monkeypatch):
+    from dashboard import store
+    from tests.conftest import sqlite_uri
+    from training.grid import main as grid_main
+    from training.migrate_store import TAG_SOURCE_RUN, migrate
+
+    url, _ = team_server
+    local = sqlite_uri(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local)
+    path = tmp_path / "laptop.yaml"
+    path.write_text("experiment: laptop\nbase: {sizes: [784, 16, 10], epochs: 1, train_size: 500}\nruns: [{lr: 0.5}]\n")
+    assert grid_main([str(path)]) == 0
+    assert migrate(local, url) == {"laptop": 2}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    c = MlflowClient(url)
+    exp = c.get_experiment_by_name("laptop")
+    runs = store.search_runs([exp.experiment_id])
+    child = next(r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN_ID))
+    assert {r.info.run_id for r in runs} >= {child.data.tags[C.TAG_PARENT_RUN_ID]}
+    original = MlflowClient(local).get_run(child.data.tags[TAG_SOURCE_RUN])
+    assert store.metric_history(child.info.run_id, C.TEST_ACC)["value"].tolist() == [
+        m.value for m in sorted(MlflowClient(local).get_metric_history(original.info.run_id, C.TEST_ACC),
+                                key=lambda m: m.step)]
+    assert store.snapshot_epochs(child.info.run_id) == [0, 1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local)
+    want = store.load_snapshot(original.info.run_id, 1)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    got = store.load_snapshot(child.info.run_id, 1)
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    model = c.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'")
+    assert len(model) == 1 and model[0].artifact_location.startswith("mlflow-artifacts:")
+
+
+def test_trainers_that_link_the_same_new_dataset_at_once_all_get_it(team_server):
+    """MLflow checks for a dataset and then inserts it: the second of two trainers racing there hits the unique key."""
+    import threading
+
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    from training.tracking import log_dataset
+
+    url, _ = team_server
+    c = MlflowClient(url)
+    exp = c.create_experiment("dataset-race")
+    n, errors = 8, []
+    for trial in range(3):
+        ds = MetaDataset(LocalArtifactDatasetSource("/data/mnist"), name="mnist", digest=f"race{trial}")
+        dataset = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train+test")])
+        runs = [c.create_run(exp).info.run_id for _ in range(n)]
+        barrier = threading.Barrier(n)
+
+        def link(rid):
+            barrier.wait()
+            try:
+                log_dataset(c, rid, dataset)
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+
+        threads = [threading.Thread(target=link, args=(rid,)) for rid in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all([d.dataset.digest for d in c.get_run(rid).inputs.dataset_inputs] == [f"race{trial}"] for rid in runs)

@@ -129,6 +129,22 @@ def _dataset_input(data: Mnist) -> DatasetInput:
     return DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train+test")])
 
 
+def log_dataset(mlflow_client: MlflowClient, run_id: str, dataset: DatasetInput) -> None:
+    """Link the dataset to a run.
+
+    MLflow looks the dataset up and then inserts it, so two trainers linking the same new dataset at once
+    collide on its unique key (SQLite and PostgreSQL alike).  The write is rolled back; a retry finds the row.
+    """
+    for attempt in range(5):
+        try:
+            return retry(mlflow_client.log_inputs, run_id, datasets=[dataset])
+        except Exception as e:
+            duplicate = any(s in str(e) for s in ("UNIQUE constraint", "UniqueViolation", "duplicate key"))
+            if not duplicate or attempt == 4:
+                raise
+            time.sleep(0.05 * (1 + attempt) * (0.5 + random.random()))
+
+
 class MlflowSink:
     """One MLflow run per model of a cohort; receives the engine's epochs."""
 
@@ -148,7 +164,7 @@ class MlflowSink:
             self.open.add(k)
             params = [Param(key, value) for key, value in run_params(config, data).items()]
             retry(mlflow_client.log_batch, rid, params=params)
-            retry(mlflow_client.log_inputs, rid, datasets=[dataset])
+            log_dataset(mlflow_client, rid, dataset)
 
     def log_epoch(self, k, epoch, metrics, snapshot):
         rid = self.run_ids[k]
