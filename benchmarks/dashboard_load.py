@@ -15,16 +15,17 @@ caches them after the first visit.  The pages:
   run         /runs/A                             one run's detail page
   neurons     /runs/A/neurons?layer=1             the first hidden layer's tiles
 
-First every user opens every page once at the same moment on the fresh server ("cold": each worker's
-first visits; reported, not part of the goal).  Then each simulated user replays the pages in that order, each page's requests one after another, and reads
-each page for --think seconds on average (uniform between half and one and a half times it; --think 0
-is a stress test: every user clicks again the moment a page is complete), for --seconds.  Users start
-spread over the first think time.  First one user alone with no pause (the baseline: a quiet server's
-latency), then --users at once.  Reported: pages
-and requests per second, p50/p95/max latency per request and per page, the slowest page's p95, and
-errors (any status but 200/204, or no answer).  Goal: zero errors and request p95 under 1 s for 20
-users on 2 cores.  With DASHBOARD_USER and DASHBOARD_PASSWORD set, every request (and the browser)
-logs in.
+Three phases, each reported on its own:
+  cold      on the fresh server every user opens every page once, all at the same moment: each
+            worker's first visits (reported, not part of the goal);
+  1 user    the baseline: one user alone, clicking on at once, for --baseline-seconds;
+  20 users  --users at once for --seconds.  Each replays the pages in that order, each page's requests
+            one after another, and reads each page for --think seconds on average (uniform between half
+            and one and a half times it; users start spread over the first think time).  --think 0 is a
+            stress test: every user clicks again the moment a page is complete.
+Reported: requests and pages per second, p50/p95/max latency per request and per page, each page's p95,
+and errors (any status but 200/204, or no answer).  Goal: zero errors and request p95 under 1 s for 20
+users on 2 cores.  With DASHBOARD_USER and DASHBOARD_PASSWORD set, every request (and the browser) logs in.
 """
 import argparse
 import os
@@ -72,7 +73,8 @@ def pick_pages() -> list[Page]:
     from dashboard import store
     runs = store.search_runs([e["id"] for e in store.experiments()])
     finished = [r for r in runs if store.is_finished(r) and store.layer_names(r)]
-    with_snapshots = [r for r in finished if r.data.params.get("sizes", "cnn") != "cnn" and store.snapshot_epochs(r.info.run_id)]
+    with_snapshots = [r for r in finished
+                      if r.data.params.get("sizes", "cnn") != "cnn" and store.snapshot_epochs(r.info.run_id)]
     if len(finished) < 3 or not with_snapshots:
         sys.exit("the store needs 3 finished runs, one an MLP with snapshots: train some first (make run)")
     one = with_snapshots[0].info.run_id
@@ -165,11 +167,12 @@ def load(base: str, pages: list[Page], auth, users: int, seconds: float, think: 
 
 def report(label: str, res: Result, wall: float) -> dict:
     lat, plat = np.array(res.latencies) * 1000, np.array(res.page_latencies) * 1000
-    row = {"rps": len(lat) / wall, "pps": res.pages / wall, "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95),
-           "max": lat.max(), "page_p50": np.percentile(plat, 50), "page_p95": np.percentile(plat, 95)}
-    print(f"{label:10s} {len(lat):6d} req {row['rps']:6.1f} req/s {row['pps']:5.2f} pages/s | request p50 {row['p50']:6.0f} "
-          f"p95 {row['p95']:6.0f} max {row['max']:6.0f} ms | page p50 {row['page_p50']:6.0f} p95 {row['page_p95']:6.0f} ms"
-          f" | errors {len(res.errors)}")
+    row = {"rps": len(lat) / wall, "pps": res.pages / wall, "p50": np.percentile(lat, 50),
+           "p95": np.percentile(lat, 95), "max": lat.max(),
+           "page_p50": np.percentile(plat, 50), "page_p95": np.percentile(plat, 95)}
+    print(f"{label:10s} {len(lat):6d} req {row['rps']:6.1f} req/s {row['pps']:5.2f} pages/s | "
+          f"request p50 {row['p50']:6.0f} p95 {row['p95']:6.0f} max {row['max']:6.0f} ms | "
+          f"page p50 {row['page_p50']:6.0f} p95 {row['page_p95']:6.0f} ms | errors {len(res.errors)}")
     print("           page p95: " + ", ".join(f"{name} {np.percentile(v, 95) * 1000:.0f} ms"
                                               for name, v in res.by_page.items()))
     for e in sorted(set(res.errors))[:5]:

@@ -1,4 +1,7 @@
-"""The team deployment: `python -m dashboard.serve` (what `make serve` runs) under real gunicorn, optional login, bind warnings."""
+"""The team deployment: `python -m dashboard.serve` (what `make serve` runs) under real gunicorn.
+
+Two workers in Chromium, the optional login on every route, the bind warnings, the shared cache on disk.
+"""
 import os
 import re
 import subprocess
