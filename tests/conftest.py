@@ -26,6 +26,18 @@ def sqlite_uri(path: Path) -> str:
     return f"sqlite:///{path}/mlflow.db?timeout=60"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_dashboard_cache(tmp_path_factory):
+    """The dashboard's on-disk cache lives in this session's temp dir; servers started by tests inherit it."""
+    old = os.environ.get("DASHBOARD_CACHE_DIR")
+    os.environ["DASHBOARD_CACHE_DIR"] = str(tmp_path_factory.mktemp("dashboard-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DASHBOARD_CACHE_DIR", None)
+    else:
+        os.environ["DASHBOARD_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch, request):
     """Point tracking at a fresh store unless the test asks for the shared trained one."""
@@ -114,12 +126,15 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(trained_store):
+def dashboard_url(trained_store, tmp_path_factory):
     """A real dashboard server over the trained store.  Yields its base URL (no trailing slash)."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.tracking_uri, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its log goes to a file: an unread pipe fills up and freezes the server mid-session.
+    log_path = tmp_path_factory.mktemp("dashboard-log") / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/")
@@ -127,11 +142,11 @@ def dashboard_url(trained_store):
     finally:
         proc.terminate()
         try:
-            out, _ = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
-        if "Traceback" in (out or ""):
+        out = log_path.read_text()
+        if "Traceback" in out:
             print(out[-5000:])
 
 

@@ -25,8 +25,10 @@ def _start_grid(tmp_path, name, uri):
     path = tmp_path / f"{name}.yaml"
     path.write_text(textwrap.dedent(GRID.format(name=name)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "training.grid", str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Output to files, not pipes: an unread pipe would stall one grid while the test waits on the other.
+    with open(tmp_path / f"{name}.out", "w") as out, open(tmp_path / f"{name}.err", "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "training.grid", str(path)], cwd=REPO, env=env,
+                                stdout=out, stderr=err, text=True)
 
 
 def test_two_grids_and_a_dashboard_reader_share_one_store(tmp_path, monkeypatch):
@@ -53,9 +55,11 @@ def test_two_grids_and_a_dashboard_reader_share_one_store(tmp_path, monkeypatch)
 
     t = threading.Thread(target=reader)
     t.start()
-    outs = [g.communicate(timeout=900) for g in grids]
+    for g in grids:
+        g.wait(timeout=900)
     t.join()
-    assert [g.returncode for g in grids] == [0, 0], [o[1][-2000:] for o in outs]
+    errs = [(tmp_path / f"{name}.err").read_text()[-2000:] for name in ("left", "right")]
+    assert [g.returncode for g in grids] == [0, 0], errs
     assert errors == [] and reads[0] > 5 and seen_running[0]
 
     c = MlflowClient(uri)

@@ -32,8 +32,10 @@ def test_sigterm_mid_grid_kills_open_runs_and_a_rerun_finishes_only_the_rest(tmp
     uri = f"sqlite:///{tmp_path}/mlflow.db?timeout=60"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
     MlflowClient(uri).search_experiments()  # create the schema first: two processes migrating one file race
-    proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_path, err_path = tmp_path / "grid.out", tmp_path / "grid.err"  # files: an unread pipe can stall it
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
+                                stdout=out_f, stderr=err_f, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
         runs = _children(uri)
@@ -43,11 +45,12 @@ def test_sigterm_mid_grid_kills_open_runs_and_a_rerun_finishes_only_the_rest(tmp
                    and r.data.params["batch_size"] not in done_cohorts]
         if done_cohorts and running:
             break
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, err_path.read_text()[-2000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    proc.wait(timeout=120)
+    err = err_path.read_text()
+    assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "rerun" in err
 
     before = {r.info.run_id: r for r in _children(uri)}
