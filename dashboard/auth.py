@@ -7,6 +7,7 @@ clear text on every request: put TLS (a reverse proxy) in front when the network
 import hmac
 import ipaddress
 import os
+import sys
 
 from flask import Response, request
 
@@ -68,3 +69,19 @@ def bind_notice(host: str) -> tuple[str, bool] | None:
         return (f"warning: binding to {host} exposes the dashboard to the network without a login; "
                 f"set {ENV_USER} and {ENV_PASSWORD} to require one"), True
     return None
+
+
+def add_bind_arguments(parser) -> None:
+    """--host and --port, shared by `python -m dashboard` and `python -m dashboard.serve`."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
+    parser.add_argument("--port", type=int, default=8050)
+
+
+def announce_binding(parser, host: str) -> None:
+    """Print whether a login guards the bind address (a warning when the network sees it without one)."""
+    try:
+        notice = bind_notice(host)
+    except AuthConfigError as e:
+        parser.error(str(e))
+    if notice:
+        print(notice[0], file=sys.stderr if notice[1] else sys.stdout, flush=True)

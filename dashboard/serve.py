@@ -18,18 +18,12 @@ def gunicorn_argv(host: str, port: int, workers: int) -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m dashboard.serve", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
-    p.add_argument("--port", type=int, default=8050)
+    auth.add_bind_arguments(p)
     p.add_argument("--workers", type=int, default=4)
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    try:
-        notice = auth.bind_notice(args.host)
-    except auth.AuthConfigError as e:
-        p.error(str(e))
-    if notice:
-        print(notice[0], file=sys.stderr if notice[1] else sys.stdout, flush=True)
+    auth.announce_binding(p, args.host)
     from dashboard import shared_cache
     print(f"Shared cache: {shared_cache.root()} (one folder per MLflow store)")
     print(f"Dashboard: http://{args.host}:{args.port}/ (gunicorn, {args.workers} workers)", flush=True)

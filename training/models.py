@@ -149,14 +149,9 @@ def mlp_loss_and_grads(net: StackedNet, x: torch.Tensor, y: torch.Tensor) -> tup
     overhead, which dominates at batch 10.  Gradients come back in net.params order.
     """
     loss = net.config.loss
-    acts = [x]
-    h = x
+    h, hidden = net.forward(x, keep_hidden=True)
+    acts = [x] + hidden
     last = len(net.layers) - 1
-    for i, layer in enumerate(net.layers):
-        h = torch.baddbmm(net.params[f"{layer.name}.bias"], h, net.params[f"{layer.name}.weight"])
-        if i < last:
-            h = net.act(h)
-            acts.append(h)
     target = F.one_hot(y, N_CLASSES).to(h.dtype)
     inv_b = 1.0 / x.shape[1]
     if loss == "cross_entropy":
