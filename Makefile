@@ -7,7 +7,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8050
 WORKERS ?= 4
 
-.PHONY: install install-ray data browser run serve test test-fast bench screenshots clean-store
+.PHONY: install install-ray data browser run serve test test-fast bench screenshots
 
 install: $(STAMP)
 
@@ -52,5 +52,7 @@ bench: data
 	$(PY) benchmarks/grid_throughput.py
 	$(PY) benchmarks/dashboard_latency.py
 
+# README pictures of every page, from the default store ({run}: the first run on the runs page).
+SHOT_PATHS := --path '/runs/{run}' --path '/runs/{run}/neurons?layer=1' --path '/runs/{run}/neurons/1/0'
 screenshots: data browser
-	$(PY) -m dashboard.screenshots docs/screenshots
+	$(PY) -m dashboard.screenshots docs/screenshots $(SHOT_PATHS)

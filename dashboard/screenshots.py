@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--start", default="/", help="the runs page URL path, e.g. /?experiment=3 (default %(default)s)")
     p.add_argument("--path", action="append", default=[],
                    help="another page to shoot; {run} is the first run on the runs page, e.g. '/runs/{run}'")
+    p.add_argument("--run", help="the run {run} stands for (default: the first run on the runs page)")
     p.add_argument("--dark", action="store_true", help="shoot in the dark theme")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
@@ -104,7 +105,8 @@ def main(argv=None) -> int:
             page.add_init_script("localStorage.setItem('app-theme', JSON.stringify('dark'))")
         print(shoot(page, base, args.start, out, "runs" + suffix))
         links = page.locator(".run-link:not(.run-link-parent)")
-        first_run = (links.first.get_attribute("href") or "").rsplit("/", 1)[-1] if links.count() else ""
+        first_run = args.run or ((links.first.get_attribute("href") or "").rsplit("/", 1)[-1]
+                                 if links.count() else "")
         boxes = page.locator(".ag-row .ag-checkbox-input")
         for i in range(min(3, boxes.count())):
             boxes.nth(i).check()
