@@ -14,12 +14,13 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from training import contract as C
 from training import interrupt
-from training.config import RunConfig
+from training.config import N_CLASSES, RunConfig
 from training.data import Mnist
-from training.models import StackedNet, init_params, mlp_loss_and_grads, output_probs, per_model_loss
+from training.models import StackedNet, init_params, mlp_grads, output_probs, per_model_loss
 from training.optim import make_optimizer
 
 TRAIN_EVAL_SIZE = 10_000  # train metrics use this fixed prefix of the training set
@@ -172,12 +173,25 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     n_steps = steps_per_epoch(first)
     tick = max(1, n_steps // 20)
 
-    def grads_of(xb, yb):
+    targets = F.one_hot(y_train, N_CLASSES).to(x_train.dtype)  # gathered per step, never rebuilt
+
+    def grads_of(idx: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients for one mini-batch per model; idx (K, B) holds each model's training rows."""
+        flat = idx.reshape(-1)
+        xb = x_train.index_select(0, flat).view(k_models, -1, x_train.shape[1])
         if first.arch == "mlp":
-            return mlp_loss_and_grads(net, xb, yb)
+            return mlp_grads(net, xb, targets.index_select(0, flat).view(k_models, -1, N_CLASSES))[1]
         logits, _ = net.forward(xb)
-        losses = per_model_loss(logits, yb, first.loss)
-        return losses, torch.autograd.grad(losses.sum(), params)
+        losses = per_model_loss(logits, y_train.index_select(0, flat).view(k_models, -1), first.loss)
+        return list(torch.autograd.grad(losses.sum(), params))
+
+    @torch.no_grad()
+    def add_grad_norms(sums: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        for total, i in zip(sums, weight_idx):
+            total.add_(grads[i].flatten(1).norm(dim=1))
+
+    def new_sums() -> list[torch.Tensor]:
+        return [torch.zeros(k_models) for _ in weight_idx]
 
     def report(epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:
         ev = evaluator.full(data.test_x, data.test_y)
@@ -209,26 +223,21 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             sink.log_epoch(k, epoch, metrics, snap)
 
     # Epoch 0: the untrained network.  Its gradient norms come from a few fixed mini-batches, no update.
-    norms0 = torch.zeros(k_models, len(net.layers), dtype=torch.float64)
+    sums = new_sums()
     n0 = min(GRAD0_BATCHES, n_steps)
     for s in range(n0):
-        xb = x_train[s * bs:(s + 1) * bs].unsqueeze(0).expand(k_models, -1, -1)
-        yb = y_train[s * bs:(s + 1) * bs].unsqueeze(0).expand(k_models, -1)
-        _, grads = grads_of(xb, yb)
-        norms0 += torch.stack([grads[i].flatten(1).norm(dim=1) for i in weight_idx], 1).double()
-    report(0, norms0 / n0, 0.0)
+        add_grad_norms(sums, grads_of(torch.arange(s * bs, min((s + 1) * bs, n)).expand(k_models, -1)))
+    report(0, torch.stack(sums, 1).double() / n0, 0.0)
 
     for epoch in range(1, first.epochs + 1):
         if not any(alive):
             break
         start = time.perf_counter()
         perm = torch.stack([torch.randperm(n, generator=g) for g in generators])
-        norm_sum = torch.zeros(k_models, len(net.layers))
+        sums = new_sums()
         for step, s in enumerate(range(0, n, bs)):
-            idx = perm[:, s:s + bs]
-            _, grads = grads_of(x_train[idx], y_train[idx])
-            with torch.no_grad():
-                norm_sum += torch.stack([grads[i].flatten(1).norm(dim=1) for i in weight_idx], 1)
+            grads = grads_of(perm[:, s:s + bs])
+            add_grad_norms(sums, grads)
             opt.step(grads)
             if (step + 1) % tick == 0:
                 interrupt.check()
@@ -238,6 +247,6 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             progress.update(sum(alive) * (n_steps % tick))
         seconds = time.perf_counter() - start
         interrupt.check()
-        report(epoch, (norm_sum / n_steps).double(), seconds)
+        report(epoch, torch.stack(sums, 1).double() / n_steps, seconds)
 
     return CohortResult([net.model_params(k) if alive[k] else None for k in range(k_models)])

@@ -21,12 +21,12 @@ class StackedSGD:
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if self.use_momentum:
-                v = self.velocity[i]
-                v.mul_(self.momentum[i]).add_(g)
-                g = v
-            p.sub_(self.lr[i] * g)
+        # One _foreach_ call per update for all parameters: at batch 10 each op's dispatch costs more than its math.
+        if self.use_momentum:
+            torch._foreach_mul_(self.velocity, self.momentum)
+            torch._foreach_add_(self.velocity, grads)
+            grads = self.velocity
+        torch._foreach_addcmul_(self.params, self.lr, grads, value=-1.0)
 
     def disable(self, k: int) -> None:
         """Stop updating model k (it diverged); the others carry on untouched."""
