@@ -1,4 +1,4 @@
-"""Faults never lose data: interrupted grids resume, and a missing tracking server is a clear error."""
+"""Faults never lose data: interrupted grids resume, and a missing or lost tracking server is a clear error."""
 import os
 import signal
 import subprocess
@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_http
 from training import contract as C
 
 pytestmark = pytest.mark.slow
@@ -78,3 +78,73 @@ def test_a_tracking_server_that_is_down_is_a_clear_error_before_training(tmp_pat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot reach the MLflow tracking server")
     assert "Traceback" not in result.stderr and time.time() - start < 60
+
+
+def _start_server(store, port):
+    """A real `mlflow server` on a SQLite store, in its own process group so it can be killed whole."""
+    log = open(store / f"server-{time.time_ns()}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}/db.sqlite",
+         "--artifacts-destination", str(store / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+    return proc
+
+
+def _stop_server(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: uvicorn workers too, the way a crashed host goes
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=20)
+
+
+def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epochs_are_kept(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    trainer = None
+    try:
+        # A small retry budget keeps the test quick; the default is 60 s per write.
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5",
+               "OMP_NUM_THREADS": "1"}
+        out_path, err_path = tmp_path / "train.out", tmp_path / "train.err"  # files: an unread pipe can stall it
+        with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+            trainer = subprocess.Popen([sys.executable, "-m", "training.train", "--epochs", "50", "--train-size",
+                                        "2000", "--sizes", "784,16,10", "--experiment", "lost"],
+                                       cwd=REPO, env=env, stdout=out_f, stderr=err_f)
+        client = MlflowClient(uri)
+        deadline, run_id, logged = time.time() + 120, None, []
+        while time.time() < deadline and len(logged) < 2:  # epoch 0 (untrained) and at least one trained epoch
+            assert trainer.poll() is None, err_path.read_text()[-2000:]
+            exp = client.get_experiment_by_name("lost")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if runs:
+                run_id = runs[0].info.run_id
+                logged = client.get_metric_history(run_id, C.TEST_ACC)
+            time.sleep(0.2)
+        assert len(logged) >= 2, "the trainer logged no epoch in time"
+
+        _stop_server(server)
+        lost_at = time.time()
+        trainer.wait(timeout=60)
+        took = time.time() - lost_at
+        print(f"trainer exited {took:.1f} s after the server died")
+        err = err_path.read_text()
+        assert trainer.returncode == 2, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+        assert f"run {run_id} keeps what it logged up to epoch" in last and "Traceback" not in err
+        assert took < 45  # 5 s of retries, one quick try to end the run, no MLflow-length stall
+
+        # The server comes back on the same store: every epoch logged before the loss is there.
+        server = _start_server(tmp_path, port)
+        kept = MlflowClient(uri).get_metric_history(run_id, C.TEST_ACC)
+        last_epoch = int(last.split("up to epoch ")[1].split(";")[0])
+        assert {m.step for m in kept} == set(range(last_epoch + 1))
+    finally:
+        if trainer is not None and trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+        _stop_server(server)

@@ -22,7 +22,7 @@ from training.config import RunConfig
 from training.engine import cohort_key, total_steps, train_cohort
 from training.errors import exit_on_user_error
 from training.gridfile import GridSpec, load_grid
-from training.tracking import MlflowSink, client, experiment_id, retry
+from training.tracking import MlflowSink, TrackingLostError, client, experiment_id, retry
 
 MAX_COHORT = 24  # more models per stack stop paying off on a CPU and cost memory
 
@@ -65,6 +65,9 @@ def train_one_cohort(configs, data, parent_id: str, grid_name: str, progress=Non
     except KeyboardInterrupt:
         sink.kill_open("interrupted (Ctrl-C or SIGTERM); rerun the grid to redo this config")
         raise
+    except TrackingLostError:  # unlike a crash, this stops the grid: every later cohort would hit it too
+        sink.abandon()
+        raise
     except Exception as e:  # a crash in one cohort must not take the rest of the grid with it
         for k in sorted(sink.open):
             sink._end(k, "FAILED", f"crashed: {type(e).__name__}: {str(e)[:300]}")
@@ -94,6 +97,8 @@ def _worker(tasks, results, counter, parent_id, grid_name, threads):
             results.put(train_one_cohort(configs, data, parent_id, grid_name, _CounterProgress(counter)))
     except KeyboardInterrupt:
         results.put("interrupted")
+    except TrackingLostError as e:
+        results.put(("lost", str(e)))  # the parent stops the grid and prints it as one line
 
 
 def run_parallel(cohorts, workers, parent_id, grid_name, bar) -> list[tuple[str, str]]:
@@ -119,6 +124,8 @@ def run_parallel(cohorts, workers, parent_id, grid_name, bar) -> list[tuple[str,
                 received += 1
                 if item == "interrupted":
                     raise KeyboardInterrupt
+                if isinstance(item, tuple) and item[0] == "lost":
+                    raise TrackingLostError(item[1])
                 outcomes += item
             bar.update(counter.value - bar.n)
             interrupt.check()
@@ -128,6 +135,13 @@ def run_parallel(cohorts, workers, parent_id, grid_name, bar) -> list[tuple[str,
                 p.terminate()  # SIGTERM: each worker ends its open runs KILLED
         for p in procs:
             p.join(timeout=60)
+        raise
+    except TrackingLostError:
+        for p in procs:
+            if p.is_alive():
+                p.kill()  # its writes would only wait out their own retries against the dead server
+        for p in procs:
+            p.join(timeout=10)
         raise
     for p in procs:
         p.join()
@@ -234,6 +248,13 @@ def main(argv=None) -> int:
         print(f"\ninterrupted: open runs ended KILLED, finished ones kept; rerun `python -m training.grid "
               f"{args.file}` to finish the rest", file=sys.stderr)
         return 130
+    except TrackingLostError as e:
+        try:
+            retry(mlflow_client.set_terminated, parent_id, "FAILED", budget=0)  # one quick try
+        except Exception:
+            pass
+        raise TrackingLostError(f"{e}; rerun `python -m training.grid {args.file}` to train the rest, "
+                                f"finished configs are kept") from None
     failed = [rid for rid, status in outcomes if status != "FINISHED"]
     retry(mlflow_client.set_terminated, parent_id, "FAILED" if failed else "FINISHED")
     rows = summary_rows(spec, mlflow_client, exp_id)

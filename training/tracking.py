@@ -3,6 +3,13 @@
 All writes go through MlflowClient with explicit run ids, so a cohort of K
 models logs K runs side by side.  SQLite writes retry on "database is locked"
 so several trainers can share the default store.
+
+A tracking server that goes away mid-run is retried with backoff for a bounded
+time, MNISTLAB_TRACKING_RETRY_SECONDS per write (default 60), and then ends
+the trainer with one TrackingLostError line; what the runs logged up to then
+stays in the server's store.  MLflow's own per-request retries are kept small
+(MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT default to 2 /
+1 / 30 here, unless set) so that our loop, not MLflow's, bounds the wait.
 """
 import os
 import random
@@ -24,6 +31,20 @@ from training.models import layers_of, n_params, to_module
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = REPO_ROOT / "mlflow_runs"
 SQLITE_TIMEOUT_S = 60
+DEFAULT_RETRY_SECONDS = 60.0
+
+
+class TrackingLostError(UserError):
+    """The tracking server stopped answering mid-run and kept not answering for the whole retry budget."""
+
+
+def retry_seconds() -> float:
+    """How long one write keeps retrying a store that does not answer: MNISTLAB_TRACKING_RETRY_SECONDS, default 60."""
+    raw = os.environ.get("MNISTLAB_TRACKING_RETRY_SECONDS", "")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_RETRY_SECONDS
+    except ValueError:
+        raise UserError(f"MNISTLAB_TRACKING_RETRY_SECONDS must be a number of seconds, not {raw!r}") from None
 
 
 def default_tracking_uri() -> str:
@@ -64,21 +85,44 @@ def client() -> MlflowClient:
     check_reachable(uri)
     # Against a server MLflow prints two "View run" links per run ended: noise in the grid's fixed-format output.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's defaults (7 retries, factor 2, 120 s timeout) stall a dead server's every request for minutes;
+    # keep them small so retry() below bounds the total wait.  Users can still set their own.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 
 
-def retry(fn, *args, attempts: int = 8, **kwargs):
-    """Call an MLflow write, retrying with backoff on transient store errors (locked SQLite, a restarting server)."""
-    for attempt in range(attempts):
+def _lost_connection(e: Exception) -> bool:
+    """The server did not answer (refused, reset, timed out, MLflow's own retries exhausted)."""
+    text = str(e).lower()
+    return (isinstance(e, (ConnectionError, TimeoutError)) or "Connection" in type(e).__name__
+            or "max retries" in text or "timed out" in text or "connection" in text and "refused" in text)
+
+
+def retry(fn, *args, budget: float | None = None, **kwargs):
+    """Call an MLflow write, retrying with backoff on transient store errors (locked SQLite, a lost server).
+
+    Retries for at most `budget` seconds (default retry_seconds()); budget=0 tries once.  A server still
+    unreachable after that raises TrackingLostError; other errors propagate as they are.
+    """
+    budget = retry_seconds() if budget is None else budget
+    start, attempt = time.monotonic(), 0
+    while True:
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            transient = "locked" in str(e) or "busy" in str(e) or isinstance(e, (sqlite3.OperationalError, ConnectionError))
-            transient = transient or "Connection" in type(e).__name__ or "max retries" in str(e).lower()
-            if not transient or attempt == attempts - 1:
+            locked = "locked" in str(e) or "busy" in str(e) or isinstance(e, sqlite3.OperationalError)
+            lost = _lost_connection(e)
+            elapsed = time.monotonic() - start
+            if not (locked or lost) or elapsed >= budget:
+                if lost:
+                    raise TrackingLostError(f"lost the MLflow tracking server at {tracking_uri()} mid-run "
+                                            f"(retried for {elapsed:.0f} s)") from e
                 raise
-            time.sleep(min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
+            time.sleep(min(budget - elapsed, min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random())))
+            attempt += 1
 
 
 def _sqlite_artifact_root(uri: str) -> str | None:
@@ -153,6 +197,7 @@ class MlflowSink:
         self.client, self.configs = mlflow_client, configs
         self.run_ids: list[str] = []
         self.open: set[int] = set()
+        self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
         for k, config in enumerate(configs):
@@ -169,13 +214,27 @@ class MlflowSink:
     def log_epoch(self, k, epoch, metrics, snapshot):
         rid = self.run_ids[k]
         ts = int(time.time() * 1000)
-        retry(self.client.log_batch, rid, metrics=[Metric(key, value, ts, epoch) for key, value in metrics.items()])
-        if snapshot is not None:
-            path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **snapshot)
-            retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
-            path.unlink()
+        try:
+            retry(self.client.log_batch, rid, metrics=[Metric(key, value, ts, epoch) for key, value in metrics.items()])
+            self.last_epoch[k] = epoch
+            if snapshot is not None:
+                path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, **snapshot)
+                retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
+                path.unlink()
+        except TrackingLostError as e:
+            raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
+
+    def kept(self) -> str:
+        """What the store keeps of this cohort's runs, for the lost-server message."""
+        if len(self.run_ids) == 1:
+            rid = self.run_ids[0]
+            return (f"run {rid} keeps what it logged up to epoch {self.last_epoch[0]}" if 0 in self.last_epoch
+                    else f"run {rid} logged no epoch")
+        if not self.last_epoch:
+            return f"its {len(self.run_ids)} runs logged no epoch"
+        return f"its {len(self.run_ids)} runs keep what they logged up to epoch {max(self.last_epoch.values())}"
 
     def fail(self, k, reason):
         self._end(k, "FAILED", reason)
@@ -187,17 +246,31 @@ class MlflowSink:
                 log_model(self.run_ids[k], self.configs[k], params)
                 self._end(k, "FINISHED")
 
-    def kill_open(self, reason: str) -> None:
+    def kill_open(self, reason: str, status: str = "KILLED", budget: float | None = None) -> None:
+        """End the open runs.  Once the server is found gone, stop: each further run would wait out the budget."""
         for k in sorted(self.open):
-            self._end(k, "KILLED", reason)
+            try:
+                self._end(k, status, reason, budget=budget)
+            except TrackingLostError:
+                return
 
-    def _end(self, k, status, reason=None):
+    def abandon(self) -> None:
+        """After the server was lost: one quick try to end the open runs FAILED, giving up at the first miss.
+
+        If the server is still down they stay RUNNING in its store, with every epoch they logged.
+        """
+        try:
+            self.kill_open("lost the MLflow tracking server mid-run", status="FAILED", budget=0)
+        except Exception:
+            pass  # already failing with the clearer error
+
+    def _end(self, k, status, reason=None, budget: float | None = None):
         if k not in self.open:
             return
         rid = self.run_ids[k]
         if reason:
-            retry(self.client.set_tag, rid, C.TAG_FAILURE_REASON, reason)
-        retry(self.client.set_terminated, rid, status)
+            retry(self.client.set_tag, rid, C.TAG_FAILURE_REASON, reason, budget=budget)
+        retry(self.client.set_terminated, rid, status, budget=budget)
         self.open.discard(k)
 
 
@@ -207,6 +280,6 @@ def log_model(run_id: str, config: RunConfig, params) -> None:
     import torch
     module = to_module(config, params)
     example = np.zeros((2, 784), dtype=np.float32)  # batch > 1 keeps the exported batch dim dynamic
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+    with retry(mlflow.start_run, run_id=run_id, log_system_metrics=False):
         retry(mlflow.pytorch.log_model, module, name=C.MODEL_NAME, input_example=example,
               pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

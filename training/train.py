@@ -15,7 +15,7 @@ from training import interrupt
 from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, RunConfig
 from training.engine import total_steps, train_cohort
 from training.errors import exit_on_user_error
-from training.tracking import MlflowSink, client
+from training.tracking import MlflowSink, TrackingLostError, client
 
 
 def parse_args(argv=None) -> RunConfig:
@@ -58,6 +58,9 @@ def main(argv=None) -> int:
         sink.kill_open("interrupted (Ctrl-C or SIGTERM)")
         print(f"\ninterrupted: run {run_id} ended KILLED; what it logged is kept", file=sys.stderr)
         return 130
+    except TrackingLostError as e:
+        sink.abandon()  # one quick try, no more waiting on a dead server
+        raise TrackingLostError(f"{e}; rerun to train it again") from None  # one line, exit 2
     except BaseException as e:
         sink.kill_open(f"crashed: {type(e).__name__}: {e}")
         raise
