@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port, wait_http
+from tests.conftest import free_port, wait_http
 from training import contract as C
 
 pytestmark = pytest.mark.slow

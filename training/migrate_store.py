@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag, ViewType
+from mlflow.entities import LoggedModelOutput, Metric, Param, ViewType
 from mlflow.tracking import MlflowClient
 
 from training import contract as C

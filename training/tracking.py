@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from training import contract as C
@@ -134,7 +134,7 @@ def _sqlite_artifact_root(uri: str) -> str | None:
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
-    """Get or create the experiment; creating it gives it an artifact root under mlflow_runs/ in the default store."""
+    """Get or create the experiment; in a SQLite store a new one keeps its artifacts beside the database."""
     try:
         exp = mlflow_client.get_experiment_by_name(name)
     except Exception as e:
