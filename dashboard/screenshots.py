@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         links = page.locator(".run-link:not(.run-link-parent)")
         first_run = args.run or ((links.first.get_attribute("href") or "").rsplit("/", 1)[-1]
                                  if links.count() else "")
-        boxes = page.locator(".ag-row .ag-checkbox-input")
+        boxes = page.locator(".ag-row:not(:has(.run-link-parent)) .ag-checkbox-input")  # runs, not grid parents
         for i in range(min(3, boxes.count())):
             boxes.nth(i).check()
         settle(page)  # the Compare link's href is set by a callback on the selection
