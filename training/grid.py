@@ -69,8 +69,7 @@ def train_one_cohort(configs, data, parent_id: str, grid_name: str, progress=Non
         sink.abandon()
         raise
     except Exception as e:  # a crash in one cohort must not take the rest of the grid with it
-        for k in sorted(sink.open):
-            sink._end(k, "FAILED", f"crashed: {type(e).__name__}: {str(e)[:300]}")
+        sink.kill_open(f"crashed: {type(e).__name__}: {str(e)[:300]}", status="FAILED")
         print(f"cohort of {len(configs)} crashed: {type(e).__name__}: {e}", file=sys.stderr)
     return [(rid, mlflow_client.get_run(rid).info.status) for rid in sink.run_ids]
 
