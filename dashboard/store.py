@@ -344,13 +344,11 @@ def test_set() -> tuple[np.ndarray, np.ndarray]:
     Verifying and reading MNIST costs each new worker over a second, so the verified arrays are shared too,
     keyed by the checksums they were verified against.
     """
-    from training.data import SHA256, load
+    from training.data import SHA256, load_test_images
     key = "mnist-test:" + hashlib.sha256(json.dumps(SHA256, sort_keys=True).encode()).hexdigest()[:16]
     if (hit := shared_cache.get_arrays(key, large=True)) is not None:
         return hit["images"], hit["labels"]
-    data = load()
-    images = (data.test_x.reshape(-1, 28, 28).numpy() * 255).round().astype(np.uint8)
-    labels = data.test_y.numpy()
+    images, labels = (t.numpy() for t in load_test_images())
     shared_cache.set_arrays(key, {"images": images, "labels": labels}, large=True)
     return images, labels
 

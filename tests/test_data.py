@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
@@ -116,3 +117,14 @@ def test_training_on_a_flipped_byte_exits_nonzero_and_creates_no_run(tmp_path, m
     assert "Traceback" not in result.stderr
     runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
     assert runs == []
+
+
+def test_test_images_for_display_are_the_verified_test_split_as_stored(tiny):
+    root, sums = tiny
+    images, labels = mnist.load_test_images(root, checksums=sums)
+    d = mnist.load(root, checksums=sums)
+    assert images.dtype == torch.uint8 and images.shape == (20, 28, 28)
+    assert torch.equal(images.reshape(20, -1).float() / 255, d.test_x) and torch.equal(labels, d.test_y)
+    _corrupt(mnist.raw_dir(root) / "t10k-images-idx3-ubyte", "flipped")
+    with pytest.raises(mnist.DataError, match="t10k-images-idx3-ubyte"):
+        mnist.load_test_images(root, checksums=sums)

@@ -168,11 +168,26 @@ def fetch(root: Path | None = None) -> Path:
     return root
 
 
-def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _raw_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as torchvision reads it: uint8 images (N, 28, 28) and int64 labels."""
     from torchvision.datasets import MNIST
     ds = MNIST(str(root), train=train, download=False)
-    x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255.0)
-    return x, ds.targets.to(torch.int64)
+    return ds.data, ds.targets.to(torch.int64)
+
+
+def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _raw_split(root, train)
+    return images.reshape(len(images), -1).to(torch.float32).div_(255.0), labels
+
+
+def load_test_images(root: Path | None = None, checksums: dict[str, str] = SHA256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The verified test split as stored: uint8 images (10000, 28, 28) and labels, for display.
+
+    Only the two test files are verified and read; the dashboard never needs the training set.
+    """
+    root = Path(root or data_root())
+    verify(root, {name: digest for name, digest in checksums.items() if name.startswith("t10k")})
+    return _raw_split(root, train=False)
 
 
 def load(root: Path | None = None, train_size: int | None = None,
