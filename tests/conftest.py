@@ -29,13 +29,9 @@ def sqlite_uri(path: Path) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _private_dashboard_cache(tmp_path_factory):
     """The dashboard's on-disk cache lives in this session's temp dir; servers started by tests inherit it."""
-    old = os.environ.get("DASHBOARD_CACHE_DIR")
-    os.environ["DASHBOARD_CACHE_DIR"] = str(tmp_path_factory.mktemp("dashboard-cache"))
-    yield
-    if old is None:
-        os.environ.pop("DASHBOARD_CACHE_DIR", None)
-    else:
-        os.environ["DASHBOARD_CACHE_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DASHBOARD_CACHE_DIR", str(tmp_path_factory.mktemp("dashboard-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -73,9 +69,8 @@ def trained_store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trained-store")
     uri = sqlite_uri(root)
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with pytest.MonkeyPatch.context() as env:  # undone when the store is built
+        env.setenv("MLFLOW_TRACKING_URI", uri)
         data = load()
         c = client()
         configs = _short_configs()
@@ -96,11 +91,6 @@ def trained_store(tmp_path_factory):
         with mlflow.start_run(experiment_id=experiment_id(c, "foreign"), run_name="plain script") as run:
             mlflow.log_metric("accuracy", 0.5)
         foreign = run.info.run_id
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
     class Store:
         tracking_uri = uri

@@ -1,5 +1,4 @@
 """No dashboard URL, however malformed, produces a traceback or an HTTP 500: it shows a message."""
-import os
 
 import dash
 import pytest
@@ -65,14 +64,10 @@ url_text = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(
 
 @pytest.fixture(scope="module")
 def layouts(trained_store):
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = trained_store.tracking_uri
-    import dashboard.app  # noqa: F401  (registers the pages; Dash imports them as pages.*)
-    yield {p["path_template"] or p["path"]: p["layout"] for p in dash.page_registry.values()}
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
+        import dashboard.app  # noqa: F401  (registers the pages; Dash imports them as pages.*)
+        yield {p["path_template"] or p["path"]: p["layout"] for p in dash.page_registry.values()}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

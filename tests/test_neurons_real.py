@@ -14,8 +14,6 @@ from training import contract as C
 def writeup_c_run(tmp_path_factory):
     """Write-up C's best config ([784,20,10], sigmoid, quadratic cost, SGD lr 3.0, batch 10), shortened to
     3 epochs on 20,000 images so it runs in about half a minute; it already reaches ~92 % test accuracy."""
-    import os
-
     from tests.conftest import sqlite_uri
     from training.config import RunConfig
     from training.data import load
@@ -23,9 +21,9 @@ def writeup_c_run(tmp_path_factory):
     from training.tracking import MlflowSink, client
 
     root = tmp_path_factory.mktemp("writeup-c")
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = os.environ["MLFLOW_TRACKING_URI"] = sqlite_uri(root)
-    try:
+    uri = sqlite_uri(root)
+    with pytest.MonkeyPatch.context() as env:  # undone at the module's teardown
+        env.setenv("MLFLOW_TRACKING_URI", uri)
         # Artifacts beside the store, not in ./mlruns of whatever directory pytest runs from.
         client().create_experiment("writeup-c", artifact_location=(root / "artifacts").as_uri())
         cfg = RunConfig(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=3.0, batch_size=10, epochs=3,
@@ -36,11 +34,6 @@ def writeup_c_run(tmp_path_factory):
         run_id = sink.run_ids[0]
         target = D.resolve(run_id, 1)
         yield uri, run_id, target, D.layer_stats(target)
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 @pytest.mark.slow

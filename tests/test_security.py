@@ -35,9 +35,8 @@ def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     uri = sqlite_uri(root)
     marker = root / "pwned"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with pytest.MonkeyPatch.context() as env:  # undone when the store is built
+        env.setenv("MLFLOW_TRACKING_URI", uri)
         data = load()
         config = RunConfig(sizes=(784, 8, 10), lr=3.0, epochs=1, train_size=500, experiment="hostile",
                            run_name=XSS_RUN_NAME)
@@ -57,11 +56,6 @@ def hostile(tmp_path_factory):
         np.savez(npz, **{C.weight_key("fc1"): np.array([Evil(str(marker))], dtype=object)})
         c.log_artifact(evil, str(npz), C.SNAPSHOT_DIR)
         c.set_terminated(evil)
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
