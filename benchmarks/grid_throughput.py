@@ -1,19 +1,24 @@
 """Grid training throughput, seconds per model-epoch, all measured in this one run.
 
-    .venv/bin/python benchmarks/grid_throughput.py [--epochs 3] [--threads N]
+    .venv/bin/python benchmarks/grid_throughput.py [--rounds 5] [--epochs 3] [--threads N]
 
 (a) the grid engine's training steps: 12 configs of [784,30,10] sigmoid, batch 10, 60,000 images, one stacked
-    cohort (the engine's own epoch_seconds, which exclude the per-epoch evaluation; that is reported next)
+    cohort (the engine's own epoch_seconds, which exclude the per-epoch evaluation; that is reported later)
 (b) a plain eager PyTorch loop: nn.Module + torch.optim.SGD, data resident as one tensor
 (c) a naive DataLoader loop with ToTensor per sample, as in write-up D (timed on part of an epoch)
 (d) the floor: FLOPs per model-epoch / this machine's measured fp32 GEMM rate
-and the cost of logging every epoch's metrics and snapshots to MLflow on top of (a).
+and the cost of evaluation and of logging every epoch's metrics and snapshots to MLflow on top of (a).
+
+(a) and (b) alternate, one epoch each per round, so a shared machine's slow spells fall on both; the
+ratio is taken per round and the median is printed with the spread.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -60,15 +65,15 @@ def time_engine(data, epochs: int, inner_sink=None):
     return sink.train_seconds / (K * epochs), total / (K * epochs), result
 
 
-def time_eager(data) -> float:
-    torch.manual_seed(0)
+def time_eager(data, seed: int = 0, steps: int | None = None) -> float:
+    torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(784, 30), torch.nn.Sigmoid(), torch.nn.Linear(30, 10))
     opt = torch.optim.SGD(model.parameters(), lr=3.0)
     x, y = data.train_x, data.train_y
     target = torch.nn.functional.one_hot(y, 10).float()
     perm = torch.randperm(len(x))
     start = time.perf_counter()
-    for s in range(0, len(x), BATCH):
+    for s in range(0, len(x) if steps is None else steps * BATCH, BATCH):
         idx = perm[s:s + BATCH]
         out = torch.sigmoid(model(x[idx]))
         loss = 0.5 * (out - target[idx]).pow(2).sum(1).mean()
@@ -118,9 +123,10 @@ def flops_per_model_epoch(n: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5, help="epochs of (a) and (b), alternating (default %(default)s)")
     p.add_argument("--epochs", type=int, default=3,
-                   help="epochs for (a); its per-epoch evaluation and the untrained epoch 0 are included "
-                        "and amortised as in a real grid (default %(default)s)")
+                   help="epochs of the runs that measure evaluation and logging; the untrained epoch 0 is "
+                        "included and amortised as in a real grid (default %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dataloader-fraction", type=float, default=0.1)
     args = p.parse_args()
@@ -129,20 +135,32 @@ def main() -> None:
     n = len(data.train_x)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s); "
           f"[784,30,10] sigmoid, batch {BATCH}, {n} images")
-    a, a_all, _ = time_engine(data, args.epochs)
-    print(f"(a) grid engine, {K} configs stacked:      {a:7.3f} s per model-epoch (training steps, as in (b))")
-    b = time_eager(data)
-    print(f"(b) plain eager loop, resident data:      {b:7.3f} s per model-epoch")
+    # Warm-up, not counted: first calls pay for allocations and cold caches that later epochs don't.
+    train_cohort([replace(c, train_size=6_000) for c in grid_configs(1)], load(train_size=6_000), TimingSink())
+    time_eager(data, steps=600)
+    a_rounds, b_rounds = [], []
+    for r in range(args.rounds):
+        a_rounds.append(time_engine(data, 1)[0])
+        b_rounds.append(time_eager(data, seed=r))
+        print(f"  round {r + 1}: (a) {a_rounds[-1]:.3f} s   (b) {b_rounds[-1]:.3f} s   "
+              f"(b)/(a) = {b_rounds[-1] / a_rounds[-1]:.1f}x")
+    a, b = statistics.median(a_rounds), statistics.median(b_rounds)
+    ratios = sorted(y / x for x, y in zip(a_rounds, b_rounds))
+    print(f"(a) grid engine, {K} configs stacked:      {a:7.3f} s per model-epoch (median; training steps, as in (b))")
+    print(f"(b) plain eager loop, resident data:      {b:7.3f} s per model-epoch (median)")
     c = time_dataloader(data.root, args.dataloader_fraction)
     print(f"(c) DataLoader + ToTensor per sample:     {c:7.3f} s per model-epoch "
           f"(timed on {args.dataloader_fraction:.0%} of an epoch)")
     rate = gemm_gflops()
     d = flops_per_model_epoch(n) / (rate * 1e9)
     print(f"(d) floor: {flops_per_model_epoch(n) / 1e9:.2f} GFLOP / {rate:.0f} GFLOP/s = {d:7.3f} s per model-epoch")
-    print(f"ratios: (b)/(a) = {b / a:.1f}x   (c)/(a) = {c / a:.1f}x   (a)/(d) = {a / d:.1f}x")
+    print(f"ratios: (b)/(a) = {statistics.median(ratios):.1f}x (median of {len(ratios)} rounds; "
+          f"lowest {ratios[0]:.1f}x, highest {ratios[-1]:.1f}x)   (c)/(a) = {c / a:.1f}x   (a)/(d) = {a / d:.1f}x")
 
+    a_train, a_all, _ = time_engine(data, args.epochs)
     print(f"per-epoch evaluation (20,000 images), diagnostics and snapshot arrays, epoch 0 included: "
-          f"{a_all:.3f} s per model-epoch all in, {a_all / a - 1:+.0%} over (a)")
+          f"{a_all:.3f} s per model-epoch all in over {args.epochs} epochs, {a_all / a_train - 1:+.0%} over their "
+          f"training steps")
 
     from training.tracking import MlflowSink, client
     with tempfile.TemporaryDirectory() as tmp:

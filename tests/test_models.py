@@ -6,6 +6,7 @@ from training.config import RunConfig
 from training.models import (StackedNet, init_params, layers_of, mlp_grads, n_params, output_probs,
                             per_model_loss, to_module)
 from training.optim import StackedAdam, StackedSGD
+from training.steps import FusedSgdStep, GradientStep, make_stepper
 
 CONFIGS = {
     "nielsen": RunConfig(sizes=(784, 30, 10), activation="sigmoid", loss="mse"),
@@ -106,10 +107,45 @@ def test_hand_written_mlp_backprop_matches_autograd(name):
     config = CONFIGS[name]
     net = _stack(config, [0, 1, 2])
     x, y = torch.rand(3, 7, 784), torch.randint(0, 10, (3, 7))
-    losses, grads = mlp_grads(net, x, torch.nn.functional.one_hot(y, 10).float(), with_loss=True)
+    grads = mlp_grads(net, x, torch.nn.functional.one_hot(y, 10).float())
     logits, _ = net.forward(x)
-    ref_losses = per_model_loss(logits, y, config.loss)
-    ref = torch.autograd.grad(ref_losses.sum(), list(net.params.values()))
-    torch.testing.assert_close(losses, ref_losses.detach())
+    ref = torch.autograd.grad(per_model_loss(logits, y, config.loss).sum(), list(net.params.values()))
     for g, r in zip(grads, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nielsen", "deep-relu", "tanh-normal"])
+def test_the_fused_sgd_step_follows_torch_optim_and_reports_autograds_gradient_norms(name):
+    config = CONFIGS[name]
+    lrs, k, b = [3.0, 0.5, 0.05], 3, 10
+    net = _stack(config, [0, 1, 2])
+    x, y = torch.rand(200, 784), torch.randint(0, 10, (200,))
+    stepper = make_stepper([RunConfig(**{**config.__dict__, "lr": lr}) for lr in lrs], net, x, y)
+    assert isinstance(stepper, FusedSgdStep)
+    refs = []
+    for i in range(k):
+        module = to_module(config, net.model_params(i)).train()
+        refs.append((module, torch.optim.SGD(module.parameters(), lr=lrs[i])))
+    gen = torch.Generator().manual_seed(0)
+    for batch in (b, b, b, 7):  # a last, short batch too
+        idx = torch.stack([torch.randperm(200, generator=gen)[:batch] for _ in range(k)])
+        norms = torch.empty(len(net.layers), k)
+        stepper.step(idx.reshape(-1), norms)
+        norms = stepper.grad_norms(norms)
+        for i, (module, opt) in enumerate(refs):
+            opt.zero_grad()
+            per_model_loss(module(x[idx[i]]).unsqueeze(0), y[idx[i]].unsqueeze(0), config.loss).sum().backward()
+            expected = [module.state_dict(keep_vars=True)[f"{l.name}.weight"].grad.norm() for l in net.layers]
+            torch.testing.assert_close(norms[:, i], torch.stack(expected), rtol=1e-4, atol=1e-6)
+            opt.step()
+    for i, (module, _) in enumerate(refs):
+        for key, value in net.model_params(i).items():
+            torch.testing.assert_close(value, module.state_dict()[key], rtol=1e-4, atol=1e-6)
+
+
+def test_momentum_adam_and_the_cnn_take_the_gradient_route():
+    x, y = torch.rand(50, 784), torch.randint(0, 10, (50,))
+    nielsen = CONFIGS["nielsen"]
+    for config in (RunConfig(**{**nielsen.__dict__, "momentum": 0.9}), RunConfig(**{**nielsen.__dict__, "optimizer": "adam"}),
+                   CONFIGS["cnn"]):
+        assert isinstance(make_stepper([config], _stack(config, [0]), x, y), GradientStep)

@@ -97,3 +97,27 @@ def test_cli_rejects_impossible_values_in_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: command line: lr=-1.0") and "\n" not in err
+
+
+def test_a_crash_mid_run_ends_it_failed_with_the_error_and_keeps_what_it_logged(monkeypatch):
+    import training.train as train_module
+
+    def crash_at_epoch_1(configs, data, sink, progress=None):
+        class CrashingSink:  # a bug surfacing after epoch 0 was logged
+            def log_epoch(self, k, epoch, metrics, snapshot):
+                if epoch == 1:
+                    raise RuntimeError("disk full")
+                sink.log_epoch(k, epoch, metrics, snapshot)
+
+            def fail(self, k, reason):
+                sink.fail(k, reason)
+        return train_cohort(configs, data, CrashingSink(), progress)
+
+    monkeypatch.setattr(train_module, "train_cohort", crash_at_epoch_1)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train_main(["--sizes", "784,16,10", "--epochs", "2", "--train-size", "1000", "--experiment", "crash"])
+    run = _only_run()
+    assert run.info.status == "FAILED"  # KILLED is kept for a person stopping it
+    assert run.data.tags[C.TAG_FAILURE_REASON] == "crashed: RuntimeError: disk full"
+    steps = [m.step for m in MlflowClient(tracking_uri()).get_metric_history(run.info.run_id, C.TEST_ACC)]
+    assert steps == [0]

@@ -14,14 +14,13 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from training import contract as C
 from training import interrupt
-from training.config import N_CLASSES, RunConfig
+from training.config import RunConfig
 from training.data import Mnist
-from training.models import StackedNet, init_params, mlp_grads, output_probs, per_model_loss
-from training.optim import make_optimizer
+from training.models import StackedNet, init_params, output_probs, per_model_loss
+from training.steps import make_stepper
 
 TRAIN_EVAL_SIZE = 10_000  # train metrics use this fixed prefix of the training set
 EVAL_CHUNK = 2_000
@@ -161,39 +160,19 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     k_models = len(configs)
     generators = [torch.Generator().manual_seed(c.seed) for c in configs]
     net = StackedNet(first, [init_params(c, g) for c, g in zip(configs, generators)])
-    params = list(net.params.values())
-    weight_idx = [list(net.params).index(f"{l.name}.weight") for l in net.layers]
-    opt = make_optimizer(first.optimizer, params, [c.lr for c in configs], [c.momentum for c in configs])
     evaluator = Evaluator(net, first)
     x_train, y_train = data.train_x[:first.train_size], data.train_y[:first.train_size]
+    stepper = make_stepper(configs, net, x_train, y_train)
     n, bs = len(x_train), first.batch_size
     x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
     alive = [True] * k_models
     initial_loss = [float("inf")] * k_models
     n_steps = steps_per_epoch(first)
     tick = max(1, n_steps // 20)
-
-    targets = F.one_hot(y_train, N_CLASSES).to(x_train.dtype)  # gathered per step, never rebuilt
-
-    def grads_of(idx: torch.Tensor) -> list[torch.Tensor]:
-        """Gradients for one mini-batch per model; idx (K, B) holds each model's training rows."""
-        flat = idx.reshape(-1)
-        xb = x_train.index_select(0, flat).view(k_models, -1, x_train.shape[1])
-        if first.arch == "mlp":
-            return mlp_grads(net, xb, targets.index_select(0, flat).view(k_models, -1, N_CLASSES))[1]
-        logits, _ = net.forward(xb)
-        losses = per_model_loss(logits, y_train.index_select(0, flat).view(k_models, -1), first.loss)
-        return list(torch.autograd.grad(losses.sum(), params))
-
-    @torch.no_grad()
-    def add_grad_norms(sums: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        for total, i in zip(sums, weight_idx):
-            total.add_(grads[i].flatten(1).norm(dim=1))
-
-    def new_sums() -> list[torch.Tensor]:
-        return [torch.zeros(k_models) for _ in weight_idx]
+    n_layers = len(net.layers)
 
     def report(epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:
+        """grad_norms: (K, layers), each layer's mean weight-gradient norm over the epoch."""
         ev = evaluator.full(data.test_x, data.test_y)
         tr_loss, tr_acc = evaluator.loss_acc(x_eval, y_eval)
         dead = [_dead_mask(h, first.activation).double().mean(1) for h in ev["hidden"]]
@@ -206,7 +185,7 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             finite = all(torch.isfinite(v) for v in values) and bool(torch.isfinite(grad_norms[k]).all())
             if not finite or float(tr_loss[k]) > DIVERGENCE_FACTOR * initial_loss[k]:
                 alive[k] = False
-                opt.disable(k)
+                stepper.disable(k)
                 why = "NaN or inf" if not finite else f"over {DIVERGENCE_FACTOR:g}x the untrained loss {initial_loss[k]:.3g}"
                 sink.fail(k, f"diverged at epoch {epoch}: train loss {float(tr_loss[k]):.4g} ({why}); "
                              f"try a smaller lr")
@@ -222,23 +201,24 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             snap = _snapshot(net, first, k, ev, data.test_y) if wants_snapshot else None
             sink.log_epoch(k, epoch, metrics, snap)
 
+    def mean_norms(raw: torch.Tensor) -> torch.Tensor:
+        return stepper.grad_norms(raw).double().mean(0).t()  # (steps, layers, K) -> (K, layers)
+
     # Epoch 0: the untrained network.  Its gradient norms come from a few fixed mini-batches, no update.
-    sums = new_sums()
     n0 = min(GRAD0_BATCHES, n_steps)
+    norms = torch.zeros(n0, n_layers, k_models)
     for s in range(n0):
-        add_grad_norms(sums, grads_of(torch.arange(s * bs, min((s + 1) * bs, n)).expand(k_models, -1)))
-    report(0, torch.stack(sums, 1).double() / n0, 0.0)
+        stepper.step(torch.arange(s * bs, min((s + 1) * bs, n)).repeat(k_models), norms[s], update=False)
+    report(0, mean_norms(norms), 0.0)
 
     for epoch in range(1, first.epochs + 1):
         if not any(alive):
             break
         start = time.perf_counter()
         perm = torch.stack([torch.randperm(n, generator=g) for g in generators])
-        sums = new_sums()
-        for step, s in enumerate(range(0, n, bs)):
-            grads = grads_of(perm[:, s:s + bs])
-            add_grad_norms(sums, grads)
-            opt.step(grads)
+        norms = torch.zeros(n_steps, n_layers, k_models)
+        for step, idx in enumerate(_batches(perm, bs)):
+            stepper.step(idx, norms[step])
             if (step + 1) % tick == 0:
                 interrupt.check()
                 if progress is not None:
@@ -247,6 +227,19 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
             progress.update(sum(alive) * (n_steps % tick))
         seconds = time.perf_counter() - start
         interrupt.check()
-        report(epoch, torch.stack(sums, 1).double() / n_steps, seconds)
+        report(epoch, mean_norms(norms), seconds)
 
     return CohortResult([net.model_params(k) if alive[k] else None for k in range(k_models)])
+
+
+def _batches(perm: torch.Tensor, bs: int):
+    """Each step's training rows for all K models, (K*B,): model k's at [k*B, (k+1)*B).
+
+    Laid out once per epoch, so a step's indices are a row of one contiguous tensor, not a
+    strided slice to copy: model k's batch j is perm[k, j*B:(j+1)*B], a last short one included.
+    """
+    k, n = perm.shape
+    full = n // bs
+    yield from perm[:, :full * bs].reshape(k, full, bs).transpose(0, 1).reshape(full, k * bs)
+    if n % bs:
+        yield perm[:, full * bs:].reshape(-1)

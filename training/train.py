@@ -62,7 +62,8 @@ def main(argv=None) -> int:
         sink.abandon()  # one quick try, no more waiting on a dead server
         raise TrackingLostError(f"{e}; rerun to train it again") from None  # one line, exit 2
     except BaseException as e:
-        sink.kill_open(f"crashed: {type(e).__name__}: {e}")
+        # KILLED means a person stopped it; a crash is a failure, as in training.grid.
+        sink.kill_open(f"crashed: {type(e).__name__}: {str(e)[:300]}", status="FAILED")
         raise
     wall = time.perf_counter() - start
     status = mlflow_client.get_run(run_id).info.status
