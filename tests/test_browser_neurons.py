@@ -1,4 +1,6 @@
 """The neuron explorer in real Chromium over the real trained store: tiles, unit pages, scrubbing, names."""
+import re
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -32,6 +34,7 @@ def test_layer_view_shows_a_tile_for_every_unit_with_verdict_and_si(page, dashbo
     page.keyboard.press("Home")  # the untrained net: other weights, other tiles
     page.wait_for_function(f"{first_tile} !== {trained!r}", timeout=15000)
     assert "epoch=0" in page.locator(".neurons-tile").first.get_attribute("href")
+    page.wait_for_url(re.compile(r"layer=1&sort=si&epoch=0$"), timeout=5000)  # a copied link opens this view
     tiles.first.click()
     page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
     assert f"/runs/{rid}/neurons/1/" in page.url
@@ -69,11 +72,18 @@ def test_moving_the_epoch_changes_the_heatmap_and_play_runs_to_the_last_epoch(pa
     page.keyboard.press("Home")
     page.wait_for_function(f"{HEATMAP_DATA} !== {last!r}", timeout=15000)
     untrained = page.evaluate(HEATMAP_DATA)
+    page.wait_for_url(re.compile(r"/neurons/1/2\?epoch=0$"), timeout=5000)
+    history = page.evaluate("history.length")
     page.click("#unit-play")
     page.wait_for_function(f"{HEATMAP_DATA} === {last!r}", timeout=15000)
     assert thumb.get_attribute("aria-valuenow") == "2"
     page.wait_for_function("document.querySelector('#unit-play').innerText.includes('Play')", timeout=5000)
     assert untrained != last
+    page.wait_for_url(re.compile(r"\?epoch=2$"), timeout=5000)
+    assert page.evaluate("history.length") == history  # playing leaves no trail in Back
+    page.reload()  # the address alone brings the unit back at that epoch
+    page.wait_for_selector("#unit-weights .main-svg", timeout=30000)
+    assert page.evaluate(HEATMAP_DATA) == last
     assert_no_dash_errors(page)
 
 

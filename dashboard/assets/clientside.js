@@ -14,5 +14,23 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     currentUrl: function () {
       return [window.location.href, window.location.href];
     },
+    // Keep the neuron pages' epoch and choices in the address, so a copied link opens what is shown.
+    // history.replaceState is invisible to Dash's page router: no re-render, so a name being typed
+    // survives, and scrubbing or playing leaves no trail of history entries.
+    unitQuery: function (epoch, compare) {
+      replaceQuery({ epoch: epoch, compare: compare });
+    },
+    layerQuery: function (epoch, sort) {
+      replaceQuery({ epoch: epoch, sort: sort === "index" ? null : sort });
+    },
   },
 });
+
+function replaceQuery(updates) {
+  const url = new URL(window.location.href);
+  for (const [key, value] of Object.entries(updates)) {
+    if (value === null || value === undefined || value === "") url.searchParams.delete(key);
+    else url.searchParams.set(key, String(value));
+  }
+  if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url.href);
+}

@@ -6,7 +6,7 @@ whole layer.  Deeper layers: the mean of the unit's top-k test images.  Each til
 the unit's index, name, verdict and selectivity index, and links to the unit view.
 """
 import dash
-from dash import Input, Output, State, callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from dashboard import neuron_data as D
 from dashboard.analytics import neurons as N
@@ -120,3 +120,8 @@ def update_tiles(epoch, sort, target):
         return tiles(D.resolve(target["run_id"], target["layer"], epoch), sort)
     except StoreError as e:
         return html.Div(str(e), className="message message-error"), ""
+
+
+# The epoch and the sort order go into the address as they change (see clientside.js for why replaceState).
+clientside_callback(ClientsideFunction(namespace="mnistlab", function_name="layerQuery"),
+                    Input("neurons-epoch", "value"), Input("neurons-sort", "value"), prevent_initial_call=True)

@@ -10,7 +10,7 @@ from datetime import datetime
 import dash
 import numpy as np
 import plotly.graph_objects as go
-from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
 from dashboard import neuron_data as D
 from dashboard import store
@@ -334,3 +334,8 @@ def download_report(_clicks, epoch, target):
     t = D.resolve(target["run_id"], target["layer"], epoch, target["unit"])
     name = f"unit-{t.run_id[:8]}-layer{t.layer}-unit{target['unit']}-epoch{t.epoch}.html"
     return dcc.send_string(D.report_html(t, target["unit"]), name)
+
+
+# The epoch and the compared run go into the address as they change (see clientside.js for why replaceState).
+clientside_callback(ClientsideFunction(namespace="mnistlab", function_name="unitQuery"),
+                    Input("unit-epoch", "value"), Input("unit-compare-run", "value"), prevent_initial_call=True)
