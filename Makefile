@@ -35,9 +35,10 @@ browser:
 	  echo "installing Chromium (Debian package) for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The same gunicorn server as `make serve`, with two workers: one person, and no development server.
 run: data
 	$(PY) -m training.grid training/grids/seeds.yaml
-	$(PY) -m dashboard --host $(HOST) --port $(PORT)
+	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers 2
 
 serve: data
 	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
