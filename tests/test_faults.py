@@ -148,3 +148,57 @@ def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epo
             trainer.kill()
             trainer.wait()
         _stop_server(server)
+
+
+def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_every_config(tmp_path):
+    grid = tmp_path / "g.yaml"
+    # Two cohorts, trained most steps first: bs 10 (4,000 steps in 20 epochs) finishes before the
+    # server goes; bs 50 (3,000 steps, but 75 epochs of evaluation and logging) is cut off.
+    grid.write_text(textwrap.dedent("""
+        experiment: lost-grid
+        base: {sizes: [784, 16, 10], activation: relu, loss: cross_entropy, lr: 0.1, train_size: 2000,
+               snapshot_every: 25}
+        runs:
+          - {batch_size: 10, epochs: 20}
+          - {batch_size: 50, epochs: 75}
+    """))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5", "OMP_NUM_THREADS": "1"}
+    proc = None
+    try:
+        out_path, err_path = tmp_path / "grid.out", tmp_path / "grid.err"
+        with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+            proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
+                                    stdout=out_f, stderr=err_f)
+        deadline = time.time() + 180
+        while time.time() < deadline:  # the first cohort finished and the second has logged epochs 0 and 1
+            assert proc.poll() is None, err_path.read_text()[-2000:]
+            runs = {r.data.params.get("batch_size"): r for r in _children(uri)}
+            if "10" in runs and runs["10"].info.status == "FINISHED" and "50" in runs and \
+                    len(MlflowClient(uri).get_metric_history(runs["50"].info.run_id, C.TEST_ACC)) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the grid did not reach its second cohort in time")
+        _stop_server(server)
+        proc.wait(timeout=60)
+        err = err_path.read_text()
+        assert proc.returncode == 2, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+        assert "finished configs are kept" in last and "Traceback" not in err
+
+        server = _start_server(tmp_path, port)  # back, on the same store
+        rerun = subprocess.run([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert "1 to train, 1 already FINISHED" in rerun.stdout
+        finished = [r for r in _children(uri) if r.info.status == "FINISHED"]
+        assert sorted(r.data.params["batch_size"] for r in finished) == ["10", "50"]  # each config once
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _stop_server(server)
