@@ -202,3 +202,44 @@ def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_e
             proc.kill()
             proc.wait()
         _stop_server(server)
+
+
+def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(textwrap.dedent("""
+        experiment: lost-ray
+        base: {sizes: [784, 16, 10], activation: relu, loss: cross_entropy, lr: 0.1, train_size: 2000,
+               batch_size: 50, epochs: 100, snapshot_every: 25}
+        runs: [{seed: 0}]
+    """))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5", "OMP_NUM_THREADS": "1"}
+    proc = None
+    try:
+        err_path = tmp_path / "grid.err"
+        with open(tmp_path / "grid.out", "w") as out_f, open(err_path, "w") as err_f:
+            proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid), "--ray"], cwd=REPO, env=env,
+                                    stdout=out_f, stderr=err_f)
+        deadline = time.time() + 240
+        while time.time() < deadline:  # the Ray task has logged epochs 0 and 1
+            assert proc.poll() is None, err_path.read_text()[-2000:]
+            runs = _children(uri)
+            if runs and len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, C.TEST_ACC)) >= 2:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the Ray task logged no epoch in time")
+        _stop_server(server)
+        proc.wait(timeout=120)
+        err = err_path.read_text()
+        assert proc.returncode == 2, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+        assert "rerun `python -m training.grid" in last and "Traceback" not in err
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _stop_server(server)

@@ -16,7 +16,7 @@ from training import interrupt
 from training.engine import total_steps
 from training.errors import UserError
 from training.grid import make_cohorts, train_one_cohort
-from training.tracking import tracking_uri
+from training.tracking import RETRY_ENV, TrackingLostError, tracking_uri
 
 # A stacked cohort keeps one core busy; more threads per task pay off less than more tasks.
 CPUS_PER_TASK = 1
@@ -74,6 +74,8 @@ def run_on_ray(pending, data_root: Path, parent_id: str, grid_name: str, bar,
         cohorts = make_cohorts(pending, max(1, n_cpus // CPUS_PER_TASK))
         env = {"MLFLOW_TRACKING_URI": uri, "MNIST_ROOT": str(Path(data_root).resolve()),
                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+        if RETRY_ENV in os.environ:
+            env[RETRY_ENV] = os.environ[RETRY_ENV]
         task = ray.remote(num_cpus=CPUS_PER_TASK, max_retries=0,
                           runtime_env={"env_vars": env})(_train_task)
         refs = {task.remote(cohort, parent_id, grid_name): cohort for cohort in cohorts}
@@ -88,6 +90,12 @@ def run_on_ray(pending, data_root: Path, parent_id: str, grid_name: str, bar,
                         outcomes += ray.get(ref)
                     except Exception as e:  # the task's process died (out of memory, a lost node), or a bug
                         cause = getattr(e, "cause", None) or e  # a RayTaskError wraps the task's own exception
+                        if isinstance(cause, TrackingLostError):
+                            # The store is gone for every task: stop them (their runs can't be ended anyway)
+                            # and end as the plain grid does, in one line.
+                            for other in todo:
+                                ray.cancel(other, force=True)
+                            raise TrackingLostError(str(cause)) from None
                         print(f"cohort of {len(cohort)} lost on Ray: {type(cause).__name__}: "
                               f"{str(cause).strip()[:500]}", file=sys.stderr)
                         outcomes += [("", "LOST")] * len(cohort)

@@ -38,9 +38,12 @@ class TrackingLostError(UserError):
     """The tracking server stopped answering mid-run and kept not answering for the whole retry budget."""
 
 
+RETRY_ENV = "MNISTLAB_TRACKING_RETRY_SECONDS"
+
+
 def retry_seconds() -> float:
     """How long one write keeps retrying a store that does not answer: MNISTLAB_TRACKING_RETRY_SECONDS, default 60."""
-    raw = os.environ.get("MNISTLAB_TRACKING_RETRY_SECONDS", "")
+    raw = os.environ.get(RETRY_ENV, "")
     try:
         return max(0.0, float(raw)) if raw else DEFAULT_RETRY_SECONDS
     except ValueError:
