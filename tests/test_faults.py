@@ -243,3 +243,60 @@ def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(tmp_path)
             proc.kill()
             proc.wait()
         _stop_server(server)
+
+
+def test_ctrl_c_while_the_server_is_lost_stops_in_seconds_not_after_the_retry_budget(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    trainer = None
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "300",
+               "OMP_NUM_THREADS": "1"}
+        err_path = tmp_path / "train.err"
+        with open(tmp_path / "train.out", "w") as out_f, open(err_path, "w") as err_f:
+            trainer = subprocess.Popen([sys.executable, "-m", "training.train", "--epochs", "200", "--train-size",
+                                        "2000", "--sizes", "784,16,10", "--experiment", "stop"],
+                                       cwd=REPO, env=env, stdout=out_f, stderr=err_f)
+        client = MlflowClient(uri)
+        deadline, logged = time.time() + 120, []
+        while time.time() < deadline and len(logged) < 2:
+            assert trainer.poll() is None, err_path.read_text()[-2000:]
+            exp = client.get_experiment_by_name("stop")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            logged = client.get_metric_history(runs[0].info.run_id, C.TEST_ACC) if runs else []
+            time.sleep(0.2)
+        assert len(logged) >= 2, "the trainer logged no epoch in time"
+        _stop_server(server)
+        time.sleep(3)  # it is now waiting on the lost server, with 300 s of retries ahead
+        trainer.send_signal(signal.SIGINT)
+        asked = time.time()
+        trainer.wait(timeout=120)
+        took = time.time() - asked
+        print(f"trainer stopped {took:.1f} s after Ctrl-C")
+        err = err_path.read_text()
+        assert trainer.returncode == 130, err[-2000:]
+        assert "stays RUNNING there with what it logged" in err.strip().splitlines()[-1], err[-2000:]
+        assert "Traceback" not in err
+        assert took < 60, took  # the stop budget (5 s per write) plus MLflow's own connection attempts
+    finally:
+        if trainer is not None and trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+        _stop_server(server)
+
+
+@pytest.mark.parametrize("message, lost", [
+    # Seen when the server was killed in the middle of answering a log-batch request.
+    ("API request to http://127.0.0.1:43613/api/2.0/mlflow/runs/log-batch failed with exception ('Connection "
+     "broken: IncompleteRead(0 bytes read, 2 more expected)', IncompleteRead(0 bytes read, 2 more expected))", True),
+    ("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/get failed with exception "
+     "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url", True),
+    ("('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))", True),
+    ("RESOURCE_DOES_NOT_EXIST: Run 'abc' not found", False),
+    ("INVALID_PARAMETER_VALUE: Changing param values is not allowed", False),
+])
+def test_a_broken_or_refused_connection_counts_as_a_lost_server_and_a_refusal_by_the_server_does_not(message, lost):
+    from mlflow.exceptions import MlflowException
+    from training.tracking import _lost_connection
+    assert _lost_connection(MlflowException(message)) is lost

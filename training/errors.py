@@ -14,4 +14,7 @@ def exit_on_user_error(main: Callable[[], int | None]) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C during cleanup: leave now, without a traceback
+        print("\ninterrupted again: stopped at once; runs not yet ended stay RUNNING in the store", file=sys.stderr)
+        sys.exit(130)
     sys.exit(code or 0)

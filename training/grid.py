@@ -22,7 +22,7 @@ from training.config import RunConfig
 from training.engine import cohort_key, total_steps, train_cohort
 from training.errors import exit_on_user_error
 from training.gridfile import GridSpec, load_grid
-from training.tracking import MlflowSink, TrackingLostError, client, experiment_id, retry
+from training.tracking import STOP_BUDGET, MlflowSink, TrackingLostError, client, experiment_id, retry
 
 MAX_COHORT = 24  # more models per stack stop paying off on a CPU and cost memory
 
@@ -63,7 +63,8 @@ def train_one_cohort(configs, data, parent_id: str, grid_name: str, progress=Non
         result = train_cohort(configs, data, sink, progress=progress)
         sink.finish(result.params)
     except KeyboardInterrupt:
-        sink.kill_open("interrupted (Ctrl-C or SIGTERM); rerun the grid to redo this config")
+        print(f"\nstopping: ending {len(sink.open)} open run(s) KILLED (Ctrl-C again to quit at once)", file=sys.stderr)
+        sink.kill_open("interrupted (Ctrl-C or SIGTERM); rerun the grid to redo this config", budget=STOP_BUDGET)
         raise
     except TrackingLostError:  # unlike a crash, this stops the grid: every later cohort would hit it too
         sink.abandon()
@@ -243,8 +244,11 @@ def main(argv=None) -> int:
             else:
                 outcomes = run_parallel(cohorts, args.workers, parent_id, spec.name, bar)
     except KeyboardInterrupt:
-        retry(mlflow_client.set_terminated, parent_id, "KILLED")
-        print(f"\ninterrupted: open runs ended KILLED, finished ones kept; rerun `python -m training.grid "
+        try:
+            retry(mlflow_client.set_terminated, parent_id, "KILLED", budget=STOP_BUDGET)
+        except TrackingLostError:
+            pass  # the store is gone: the parent stays RUNNING there, its children say what they kept
+        print(f"interrupted: open runs ended KILLED, finished ones kept; rerun `python -m training.grid "
               f"{args.file}` to finish the rest", file=sys.stderr)
         return 130
     except TrackingLostError as e:

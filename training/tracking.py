@@ -23,6 +23,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from training import contract as C
+from training import interrupt
 from training.config import RunConfig
 from training.data import Mnist, raw_dir
 from training.errors import UserError
@@ -39,6 +40,8 @@ class TrackingLostError(UserError):
 
 
 RETRY_ENV = "MNISTLAB_TRACKING_RETRY_SECONDS"
+# After Ctrl-C, ending the open runs waits this long at most on a store that does not answer.
+STOP_BUDGET = 5.0
 
 
 def retry_seconds() -> float:
@@ -100,16 +103,22 @@ def client() -> MlflowClient:
 def _lost_connection(e: Exception) -> bool:
     """The server did not answer (refused, reset, timed out, MLflow's own retries exhausted)."""
     text = str(e).lower()
+    # A server killed mid-response breaks the connection rather than refusing it (IncompleteRead).
+    broken = ("refused", "broken", "reset", "aborted", "remote end closed", "incompleteread")
     return (isinstance(e, (ConnectionError, TimeoutError)) or "Connection" in type(e).__name__
-            or "max retries" in text or "timed out" in text or "connection" in text and "refused" in text)
+            or "max retries" in text or "timed out" in text
+            or "connection" in text and any(word in text for word in broken))
 
 
 def retry(fn, *args, budget: float | None = None, **kwargs):
     """Call an MLflow write, retrying with backoff on transient store errors (locked SQLite, a lost server).
 
     Retries for at most `budget` seconds (default retry_seconds()); budget=0 tries once.  A server still
-    unreachable after that raises TrackingLostError; other errors propagate as they are.
+    unreachable after that raises TrackingLostError; other errors propagate as they are.  A write with
+    the default budget stops waiting on a lost server as soon as Ctrl-C or SIGTERM asks to stop
+    (KeyboardInterrupt); cleanup writes pass their own budget and are not cut short.
     """
+    stoppable = budget is None
     budget = retry_seconds() if budget is None else budget
     start, attempt = time.monotonic(), 0
     while True:
@@ -119,12 +128,17 @@ def retry(fn, *args, budget: float | None = None, **kwargs):
             locked = "locked" in str(e) or "busy" in str(e) or isinstance(e, sqlite3.OperationalError)
             lost = _lost_connection(e)
             elapsed = time.monotonic() - start
+            if lost and stoppable and interrupt.requested():
+                raise KeyboardInterrupt
             if not (locked or lost) or elapsed >= budget:
                 if lost:
                     raise TrackingLostError(f"lost the MLflow tracking server at {tracking_uri()} mid-run "
                                             f"(retried for {elapsed:.0f} s)") from e
                 raise
-            time.sleep(min(budget - elapsed, min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random())))
+            pause = min(budget - elapsed, min(10.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
+            end = time.monotonic() + pause
+            while time.monotonic() < end and not (stoppable and interrupt.requested()):
+                time.sleep(min(0.2, max(0.0, end - time.monotonic())))  # a signal only sets a flag: look often
             attempt += 1
 
 
@@ -249,13 +263,17 @@ class MlflowSink:
                 log_model(self.run_ids[k], self.configs[k], params)
                 self._end(k, "FINISHED")
 
-    def kill_open(self, reason: str, status: str = "KILLED", budget: float | None = None) -> None:
-        """End the open runs.  Once the server is found gone, stop: each further run would wait out the budget."""
+    def kill_open(self, reason: str, status: str = "KILLED", budget: float | None = None) -> bool:
+        """End the open runs; False if the store stopped answering first.
+
+        Once the server is found gone, stop: each further run would wait out the budget.
+        """
         for k in sorted(self.open):
             try:
                 self._end(k, status, reason, budget=budget)
             except TrackingLostError:
-                return
+                return False
+        return True
 
     def abandon(self) -> None:
         """After the server was lost: one quick try to end the open runs FAILED, giving up at the first miss.

@@ -15,7 +15,7 @@ from training import interrupt
 from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, RunConfig
 from training.engine import total_steps, train_cohort
 from training.errors import exit_on_user_error
-from training.tracking import MlflowSink, TrackingLostError, client
+from training.tracking import STOP_BUDGET, MlflowSink, TrackingLostError, client
 
 
 def parse_args(argv=None) -> RunConfig:
@@ -55,8 +55,12 @@ def main(argv=None) -> int:
             result = train_cohort([config], data, sink, progress=bar)
         sink.finish(result.params)
     except KeyboardInterrupt:
-        sink.kill_open("interrupted (Ctrl-C or SIGTERM)")
-        print(f"\ninterrupted: run {run_id} ended KILLED; what it logged is kept", file=sys.stderr)
+        print("\nstopping: ending the run KILLED (Ctrl-C again to quit at once)", file=sys.stderr)
+        if sink.kill_open("interrupted (Ctrl-C or SIGTERM)", budget=STOP_BUDGET):
+            print(f"interrupted: run {run_id} ended KILLED; what it logged is kept", file=sys.stderr)
+        else:
+            print(f"interrupted: the tracking store did not answer, so run {run_id} stays RUNNING there "
+                  f"with what it logged", file=sys.stderr)
         return 130
     except TrackingLostError as e:
         sink.abandon()  # one quick try, no more waiting on a dead server
