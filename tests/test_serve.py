@@ -71,7 +71,11 @@ def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromi
     served = serve(tmp_path, trained_store.tracking_uri, workers=2)
     try:
         assert f"Dashboard: {served.url}/ (gunicorn, 2 workers)" in served.first_lines
-        assert len(worker_pids(served.proc.pid)) == 2  # serve execs gunicorn: its pid is the master's
+        # serve execs gunicorn, so its pid is the master's; the first worker may answer before the second is up
+        deadline = time.time() + 60
+        while len(worker_pids(served.proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.3)
+        assert len(worker_pids(served.proc.pid)) == 2
         page.goto(served.url + "/")
         page.wait_for_selector(".ag-row", timeout=30000)
         page.goto(f"{served.url}/runs/{trained_store.run_ids['sigmoid']}")
