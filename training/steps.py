@@ -10,12 +10,13 @@ Two ways to take it, chosen by `make_stepper`:
 - `GradientStep` for everything else: gradients by hand-written backprop (MLP) or
   autograd (CNN), then `training.optim`'s SGD with momentum or Adam.
 
-At batch 10 the cost of a step is per-op overhead and the two 784-wide GEMMs, so the
-fused step is about one op in three fewer and one GEMM fewer than its plain version.
+At batch 10 the cost of a step is per-op overhead, the gather of its images and the
+two 784-wide GEMMs.  The fused step drops a GEMM-sized gradient, its update and its norm
+per layer, and fetches each step's images with their one-hot labels in one
+`index_select` from a table that holds both side by side (benchmarks/grid_throughput.py
+measures the result against a plain eager loop).
 
-Both gather each model's mini-batch from rows of one resident table (for MLPs the
-images with their one-hot labels side by side, so one `index_select` fetches both), and
-both write each step's norms as one row of a (steps, layers, K) buffer, so the epoch's
+Both write each step's norms as one row of a (steps, layers, K) buffer, so the epoch's
 mean is one reduction at its end rather than an add per step.
 """
 import torch
