@@ -246,10 +246,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         try:
             retry(mlflow_client.set_terminated, parent_id, "KILLED", budget=STOP_BUDGET)
+            ended = "open runs ended KILLED, finished ones kept"
         except TrackingLostError:
-            pass  # the store is gone: the parent stays RUNNING there, its children say what they kept
-        print(f"interrupted: open runs ended KILLED, finished ones kept; rerun `python -m training.grid "
-              f"{args.file}` to finish the rest", file=sys.stderr)
+            ended = "the tracking store did not answer, so open runs stay RUNNING there with what they logged"
+        print(f"interrupted: {ended}; rerun `python -m training.grid {args.file}` to finish the rest",
+              file=sys.stderr)
         return 130
     except TrackingLostError as e:
         try:
