@@ -100,57 +100,110 @@ def _stop_server(proc):
     proc.wait(timeout=20)
 
 
-def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epochs_are_kept(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
-    trainer = None
-    try:
-        # A small retry budget keeps the test quick; the default is 60 s per write.
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5",
-               "OMP_NUM_THREADS": "1"}
-        out_path, err_path = tmp_path / "train.out", tmp_path / "train.err"  # files: an unread pipe can stall it
-        with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
-            trainer = subprocess.Popen([sys.executable, "-m", "training.train", "--epochs", "50", "--train-size",
-                                        "2000", "--sizes", "784,16,10", "--experiment", "lost"],
-                                       cwd=REPO, env=env, stdout=out_f, stderr=err_f)
-        client = MlflowClient(uri)
-        deadline, run_id, logged = time.time() + 120, None, []
-        while time.time() < deadline and len(logged) < 2:  # epoch 0 (untrained) and at least one trained epoch
-            assert trainer.poll() is None, err_path.read_text()[-2000:]
-            exp = client.get_experiment_by_name("lost")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs:
-                run_id = runs[0].info.run_id
-                logged = client.get_metric_history(run_id, C.TEST_ACC)
-            time.sleep(0.2)
-        assert len(logged) >= 2, "the trainer logged no epoch in time"
+class _ServedStore:
+    """A real tracking server for one test, the commands the test starts against it, and their output.
 
-        _stop_server(server)
-        lost_at = time.time()
-        trainer.wait(timeout=60)
-        took = time.time() - lost_at
-        print(f"trainer exited {took:.1f} s after the server died")
-        err = err_path.read_text()
-        assert trainer.returncode == 2, err[-2000:]
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
-        assert f"run {run_id} keeps what it logged up to epoch" in last and "Traceback" not in err
-        assert took < 45  # 5 s of retries, one quick try to end the run, no MLflow-length stall
+    The server can be stopped and started again on the same store; at the end every command still
+    running is killed and the server stopped, whatever the test did.
+    """
 
-        # The server comes back on the same store: every epoch logged before the loss is there.
-        server = _start_server(tmp_path, port)
-        kept = MlflowClient(uri).get_metric_history(run_id, C.TEST_ACC)
-        last_epoch = int(last.split("up to epoch ")[1].split(";")[0])
-        assert {m.step for m in kept} == set(range(last_epoch + 1))
-    finally:
-        if trainer is not None and trainer.poll() is None:
-            trainer.kill()
-            trainer.wait()
-        _stop_server(server)
+    def __init__(self, tmp_path, retry_seconds: int):
+        self.tmp_path, self.port = tmp_path, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        # A small retry budget keeps a test quick; the default is 60 s per write.
+        self.env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri,
+                    "MNISTLAB_TRACKING_RETRY_SECONDS": str(retry_seconds), "OMP_NUM_THREADS": "1"}
+        self.server, self.commands = None, []
+        self.start()
+
+    def start(self) -> None:
+        self.server = _start_server(self.tmp_path, self.port)
+
+    def stop(self) -> None:
+        _stop_server(self.server)
+
+    def launch(self, *module_args: str):
+        """`python -m <module_args>` in the background; returns it and the file its stderr goes to."""
+        name = f"{module_args[0]}-{len(self.commands)}"
+        err_path = self.tmp_path / f"{name}.err"
+        # Files, not pipes: an unread pipe can stall the command.
+        with open(self.tmp_path / f"{name}.out", "w") as out_f, open(err_path, "w") as err_f:
+            proc = subprocess.Popen([sys.executable, "-m", *module_args], cwd=REPO, env=self.env,
+                                    stdout=out_f, stderr=err_f)
+        self.commands.append(proc)
+        return proc, err_path
+
+    def close(self) -> None:
+        for proc in self.commands:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.stop()
 
 
-def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_every_config(tmp_path):
+def _wait_while_running(proc, err_path, ready, timeout: float, what: str) -> None:
+    """Poll `ready()` until it holds; fail with `what` after `timeout` s, or with the stderr if proc exits."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, err_path.read_text()[-2000:]
+        if ready():
+            return
+        time.sleep(0.2)
+    pytest.fail(what)
+
+
+def _epochs_logged(uri: str, experiment: str) -> list:
+    """The first run of the experiment's test_acc history (epoch 0 is the untrained net); [] before it exists."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return client.get_metric_history(runs[0].info.run_id, C.TEST_ACC) if runs else []
+
+
+def _finish(proc, err_path, timeout: float, code: int) -> tuple[str, str]:
+    """Wait for proc to exit with `code`; returns its stderr and the stderr's last line."""
+    proc.wait(timeout=timeout)
+    err = err_path.read_text()
+    assert proc.returncode == code, err[-2000:]
+    return err, err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def served_store(tmp_path, request):
+    store = _ServedStore(tmp_path, retry_seconds=request.param)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("served_store", [5], indirect=True)
+def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epochs_are_kept(served_store):
+    uri = served_store.uri
+    trainer, err_path = served_store.launch("training.train", "--epochs", "50", "--train-size", "2000",
+                                            "--sizes", "784,16,10", "--experiment", "lost")
+    # Epoch 0 (untrained) and at least one trained epoch.
+    _wait_while_running(trainer, err_path, lambda: len(_epochs_logged(uri, "lost")) >= 2, 120,
+                        "the trainer logged no epoch in time")
+    client = MlflowClient(uri)
+    run_id = client.search_runs([client.get_experiment_by_name("lost").experiment_id])[0].info.run_id
+
+    served_store.stop()
+    lost_at = time.time()
+    err, last = _finish(trainer, err_path, 60, 2)
+    took = time.time() - lost_at
+    print(f"trainer exited {took:.1f} s after the server died")
+    assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+    assert f"run {run_id} keeps what it logged up to epoch" in last and "Traceback" not in err
+    assert took < 45  # 5 s of retries, one quick try to end the run, no MLflow-length stall
+
+    # The server comes back on the same store: every epoch logged before the loss is there.
+    served_store.start()
+    kept = MlflowClient(uri).get_metric_history(run_id, C.TEST_ACC)
+    last_epoch = int(last.split("up to epoch ")[1].split(";")[0])
+    assert {m.step for m in kept} == set(range(last_epoch + 1))
+
+
+@pytest.mark.parametrize("served_store", [5], indirect=True)
+def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_every_config(served_store, tmp_path):
     grid = tmp_path / "g.yaml"
     # Two cohorts, trained most steps first: bs 10 (4,000 steps in 20 epochs) finishes before the
     # server goes; bs 50 (3,000 steps, but 75 epochs of evaluation and logging) is cut off.
@@ -162,49 +215,31 @@ def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_e
           - {batch_size: 10, epochs: 20}
           - {batch_size: 50, epochs: 75}
     """))
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5", "OMP_NUM_THREADS": "1"}
-    proc = None
-    try:
-        out_path, err_path = tmp_path / "grid.out", tmp_path / "grid.err"
-        with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
-            proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
-                                    stdout=out_f, stderr=err_f)
-        deadline = time.time() + 180
-        while time.time() < deadline:  # the first cohort finished and the second has logged epochs 0 and 1
-            assert proc.poll() is None, err_path.read_text()[-2000:]
-            runs = {r.data.params.get("batch_size"): r for r in _children(uri)}
-            if "10" in runs and runs["10"].info.status == "FINISHED" and "50" in runs and \
-                    len(MlflowClient(uri).get_metric_history(runs["50"].info.run_id, C.TEST_ACC)) >= 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the grid did not reach its second cohort in time")
-        _stop_server(server)
-        proc.wait(timeout=60)
-        err = err_path.read_text()
-        assert proc.returncode == 2, err[-2000:]
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
-        assert "finished configs are kept" in last and "Traceback" not in err
+    uri = served_store.uri
+    proc, err_path = served_store.launch("training.grid", str(grid))
 
-        server = _start_server(tmp_path, port)  # back, on the same store
-        rerun = subprocess.run([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=env,
-                               capture_output=True, text=True, timeout=300)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
-        assert "1 to train, 1 already FINISHED" in rerun.stdout
-        finished = [r for r in _children(uri) if r.info.status == "FINISHED"]
-        assert sorted(r.data.params["batch_size"] for r in finished) == ["10", "50"]  # each config once
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        _stop_server(server)
+    def second_cohort_under_way():  # the first cohort finished and the second has logged epochs 0 and 1
+        runs = {r.data.params.get("batch_size"): r for r in _children(uri)}
+        return "10" in runs and runs["10"].info.status == "FINISHED" and "50" in runs and \
+            len(MlflowClient(uri).get_metric_history(runs["50"].info.run_id, C.TEST_ACC)) >= 2
+    _wait_while_running(proc, err_path, second_cohort_under_way, 180,
+                        "the grid did not reach its second cohort in time")
+    served_store.stop()
+    err, last = _finish(proc, err_path, 60, 2)
+    assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+    assert "finished configs are kept" in last and "Traceback" not in err
+
+    served_store.start()  # back, on the same store
+    rerun = subprocess.run([sys.executable, "-m", "training.grid", str(grid)], cwd=REPO, env=served_store.env,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "1 to train, 1 already FINISHED" in rerun.stdout
+    finished = [r for r in _children(uri) if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["batch_size"] for r in finished) == ["10", "50"]  # each config once
 
 
-def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(tmp_path):
+@pytest.mark.parametrize("served_store", [5], indirect=True)
+def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(served_store, tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(textwrap.dedent("""
         experiment: lost-ray
@@ -212,78 +247,34 @@ def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(tmp_path)
                batch_size: 50, epochs: 100, snapshot_every: 25}
         runs: [{seed: 0}]
     """))
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "5", "OMP_NUM_THREADS": "1"}
-    proc = None
-    try:
-        err_path = tmp_path / "grid.err"
-        with open(tmp_path / "grid.out", "w") as out_f, open(err_path, "w") as err_f:
-            proc = subprocess.Popen([sys.executable, "-m", "training.grid", str(grid), "--ray"], cwd=REPO, env=env,
-                                    stdout=out_f, stderr=err_f)
-        deadline = time.time() + 240
-        while time.time() < deadline:  # the Ray task has logged epochs 0 and 1
-            assert proc.poll() is None, err_path.read_text()[-2000:]
-            runs = _children(uri)
-            if runs and len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, C.TEST_ACC)) >= 2:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the Ray task logged no epoch in time")
-        _stop_server(server)
-        proc.wait(timeout=120)
-        err = err_path.read_text()
-        assert proc.returncode == 2, err[-2000:]
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
-        assert "rerun `python -m training.grid" in last and "Traceback" not in err
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        _stop_server(server)
+    uri = served_store.uri
+    proc, err_path = served_store.launch("training.grid", str(grid), "--ray")
+    def task_logged_two_epochs():  # the Ray task's child run has logged epochs 0 and 1
+        runs = _children(uri)
+        return bool(runs) and len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, C.TEST_ACC)) >= 2
+    _wait_while_running(proc, err_path, task_logged_two_epochs, 240, "the Ray task logged no epoch in time")
+    served_store.stop()
+    err, last = _finish(proc, err_path, 120, 2)
+    assert last.startswith(f"error: lost the MLflow tracking server at {uri} mid-run"), err[-2000:]
+    assert "rerun `python -m training.grid" in last and "Traceback" not in err
 
 
-def test_ctrl_c_while_the_server_is_lost_stops_in_seconds_not_after_the_retry_budget(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
-    trainer = None
-    try:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNISTLAB_TRACKING_RETRY_SECONDS": "300",
-               "OMP_NUM_THREADS": "1"}
-        err_path = tmp_path / "train.err"
-        with open(tmp_path / "train.out", "w") as out_f, open(err_path, "w") as err_f:
-            trainer = subprocess.Popen([sys.executable, "-m", "training.train", "--epochs", "200", "--train-size",
-                                        "2000", "--sizes", "784,16,10", "--experiment", "stop"],
-                                       cwd=REPO, env=env, stdout=out_f, stderr=err_f)
-        client = MlflowClient(uri)
-        deadline, logged = time.time() + 120, []
-        while time.time() < deadline and len(logged) < 2:
-            assert trainer.poll() is None, err_path.read_text()[-2000:]
-            exp = client.get_experiment_by_name("stop")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            logged = client.get_metric_history(runs[0].info.run_id, C.TEST_ACC) if runs else []
-            time.sleep(0.2)
-        assert len(logged) >= 2, "the trainer logged no epoch in time"
-        _stop_server(server)
-        time.sleep(3)  # it is now waiting on the lost server, with 300 s of retries ahead
-        trainer.send_signal(signal.SIGINT)
-        asked = time.time()
-        trainer.wait(timeout=120)
-        took = time.time() - asked
-        print(f"trainer stopped {took:.1f} s after Ctrl-C")
-        err = err_path.read_text()
-        assert trainer.returncode == 130, err[-2000:]
-        assert "stays RUNNING there with what it logged" in err.strip().splitlines()[-1], err[-2000:]
-        assert "Traceback" not in err
-        assert took < 60, took  # the stop budget (5 s per write) plus MLflow's own connection attempts
-    finally:
-        if trainer is not None and trainer.poll() is None:
-            trainer.kill()
-            trainer.wait()
-        _stop_server(server)
+@pytest.mark.parametrize("served_store", [300], indirect=True)
+def test_ctrl_c_while_the_server_is_lost_stops_in_seconds_not_after_the_retry_budget(served_store):
+    trainer, err_path = served_store.launch("training.train", "--epochs", "200", "--train-size", "2000",
+                                            "--sizes", "784,16,10", "--experiment", "stop")
+    _wait_while_running(trainer, err_path, lambda: len(_epochs_logged(served_store.uri, "stop")) >= 2, 120,
+                        "the trainer logged no epoch in time")
+    served_store.stop()
+    time.sleep(3)  # it is now waiting on the lost server, with 300 s of retries ahead
+    trainer.send_signal(signal.SIGINT)
+    asked = time.time()
+    err, last = _finish(trainer, err_path, 120, 130)
+    took = time.time() - asked
+    print(f"trainer stopped {took:.1f} s after Ctrl-C")
+    assert "stays RUNNING there with what it logged" in last, err[-2000:]
+    assert "Traceback" not in err
+    assert took < 60, took  # the stop budget (5 s per write) plus MLflow's own connection attempts
 
 
 @pytest.mark.parametrize("message, lost", [
