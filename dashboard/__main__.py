@@ -11,7 +11,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     auth.announce_binding(p, args.host)
     from dashboard.app import app
-    from training.tracking import tracking_uri
+    from training.location import tracking_uri
     print(f"MLflow store: {tracking_uri()}")
     print(f"Dashboard: http://{args.host}:{args.port}/", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)

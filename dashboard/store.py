@@ -3,7 +3,7 @@
 It never writes, except neuron names and notes (see `set_neuron_label`).
 A finished run's artifacts and metrics never change, so they are cached by run
 id (and epoch); a running run's are read fresh.  Two levels: a small in-process
-LRU, and a cache on disk shared by every gunicorn worker (dashboard.shared_cache),
+LRU, and a cache on disk shared by every gunicorn worker (dashboard.cache),
 keyed by run id and end time, so a run that is ever resumed and ends again is
 read afresh.  Snapshots load with `allow_pickle=False`: nothing in the store, or
 in the cache, is ever unpickled.
@@ -24,9 +24,9 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dashboard import shared_cache
+from dashboard import cache
 from training import contract as C
-from training.tracking import tracking_uri
+from training.location import tracking_uri
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -222,14 +222,14 @@ def _finished_history(run, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     rid = run.info.run_id
     if (hit := _finished_cache.get(("history", rid, key))) is not None:
         return hit
-    if (arrays := shared_cache.get_arrays(_shared_key("history", run, key))) is not None:
+    if (arrays := cache.get_arrays(_shared_key("history", run, key))) is not None:
         return _finished_cache.put(("history", rid, key), (arrays["step"], arrays["value"]))
     return None
 
 
 def _keep_finished_history(run, key: str, arrays: tuple[np.ndarray, np.ndarray]) -> None:
     _finished_cache.put(("history", run.info.run_id, key), arrays)
-    shared_cache.set_arrays(_shared_key("history", run, key), {"step": arrays[0], "value": arrays[1]})
+    cache.set_arrays(_shared_key("history", run, key), {"step": arrays[0], "value": arrays[1]})
 
 
 def metric_histories(runs: list, keys) -> pd.DataFrame:
@@ -293,7 +293,7 @@ def _snapshot_epochs(run) -> list[int]:
     if is_finished(run):
         if (hit := _finished_cache.get(cache_key)) is not None:
             return hit
-        if isinstance(hit := shared_cache.get_json(_shared_key("snapshots", run)), list):
+        if isinstance(hit := cache.get_json(_shared_key("snapshots", run)), list):
             return _finished_cache.put(cache_key, hit)
     try:
         files = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
@@ -302,7 +302,7 @@ def _snapshot_epochs(run) -> list[int]:
     epochs = sorted(e for f in files if (e := C.snapshot_epoch(f.path)) is not None)
     if not is_finished(run):
         return epochs
-    shared_cache.set_json(_shared_key("snapshots", run), epochs)
+    cache.set_json(_shared_key("snapshots", run), epochs)
     return _finished_cache.put(cache_key, epochs)
 
 
@@ -315,7 +315,7 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
     if (hit := _snapshot_cache.get(cache_key)) is not None:
         return hit
     shared_key = _shared_key("snapshot", run, int(epoch)) if is_finished(run) else None
-    if shared_key and (hit := shared_cache.get_arrays(shared_key, large=True)) is not None:
+    if shared_key and (hit := cache.get_arrays(shared_key, large=True)) is not None:
         return _snapshot_cache.put(cache_key, hit)
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
@@ -327,7 +327,7 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
             raise StoreError(f"run {run_id}: the epoch {epoch} snapshot is not a plain numeric .npz "
                              f"(refused to load it: {str(e)[:120]})") from None
     if shared_key:
-        shared_cache.set_arrays(shared_key, arrays, large=True)
+        cache.set_arrays(shared_key, arrays, large=True)
     return _snapshot_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
 
 
@@ -346,10 +346,10 @@ def test_set() -> tuple[np.ndarray, np.ndarray]:
     """
     from training.data import SHA256, load_test_images
     key = "mnist-test:" + hashlib.sha256(json.dumps(SHA256, sort_keys=True).encode()).hexdigest()[:16]
-    if (hit := shared_cache.get_arrays(key, large=True)) is not None:
+    if (hit := cache.get_arrays(key, large=True)) is not None:
         return hit["images"], hit["labels"]
     images, labels = (t.numpy() for t in load_test_images())
-    shared_cache.set_arrays(key, {"images": images, "labels": labels}, large=True)
+    cache.set_arrays(key, {"images": images, "labels": labels}, large=True)
     return images, labels
 
 

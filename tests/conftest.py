@@ -6,11 +6,13 @@
 - `dashboard_url`: a real dashboard server (python -m dashboard) on a free loopback port over that store.
 - `page`: a Playwright page in Debian's headless Chromium that records console errors.
 """
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -104,6 +106,75 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def all_runs(uri: str | None = None, experiment: str | None = None, max_results: int = 1000) -> list:
+    """Every run of one experiment (by name), or of every experiment, in the store at `uri` (default: the current one)."""
+    from mlflow.tracking import MlflowClient
+
+    from training.location import tracking_uri
+    client = MlflowClient(uri or tracking_uri())
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        ids = [exp.experiment_id] if exp else []
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=max_results) if ids else []
+
+
+class Server:
+    """A real server process on a free loopback port: its url, port, process and log file."""
+
+    def __init__(self, proc, port: int, log_path: Path):
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(args: list[str], log_path: Path, env: dict | None = None, ready: str = "/",
+                 timeout: float = 120, port: int | None = None) -> Server:
+    """Start `python <args>` with every "{port}" in args replaced by a free port, and wait until `ready` answers
+    (any HTTP status).  The log goes to a file: an unread pipe fills up and freezes a server mid-test."""
+    port = port or free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, *[a.replace("{port}", str(port)) for a in args]], cwd=REPO,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = Server(proc, port, log_path)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(server.url + ready, timeout=5)
+            return server
+        except urllib.error.HTTPError:
+            return server  # it answered (e.g. 401 behind a login)
+        except Exception:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server {args} exited with {proc.returncode}: {server.log()[-3000:]}")
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"server {args} did not answer within {timeout:.0f} s: {server.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def served(args: list[str], log_path: Path, env: dict | None = None, ready: str = "/", timeout: float = 120):
+    """`start_server` for the length of a with-block; stopped whatever the block did."""
+    server = start_server(args, log_path, env, ready, timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -118,26 +189,12 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 @pytest.fixture(scope="session")
 def dashboard_url(trained_store, tmp_path_factory):
     """A real dashboard server over the trained store.  Yields its base URL (no trailing slash)."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.tracking_uri, "PYTHONPATH": str(REPO)}
-    # Its log goes to a file: an unread pipe fills up and freezes the server mid-session.
     log_path = tmp_path_factory.mktemp("dashboard-log") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out = log_path.read_text()
-        if "Traceback" in out:
-            print(out[-5000:])
+    with served(["-m", "dashboard", "--port", "{port}"], log_path,
+                env={"MLFLOW_TRACKING_URI": trained_store.tracking_uri}) as server:
+        yield server.url
+    if "Traceback" in server.log():
+        print(server.log()[-5000:])
 
 
 @pytest.fixture(scope="session")

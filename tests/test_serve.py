@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from dashboard import shared_cache
+from dashboard import cache
 from tests.conftest import REPO, assert_no_dash_errors, free_port
 
 AUTH = ("ann", "correct horse battery staple")
@@ -84,7 +84,7 @@ def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromi
         page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=30000)
         assert_no_dash_errors(page)
         # What the workers read of this finished run is now on disk for every worker.
-        cache = served.cache_dir / os.path.basename(shared_cache.directory(trained_store.tracking_uri))
+        cache = served.cache_dir / os.path.basename(cache.directory(trained_store.tracking_uri))
         assert any((cache / "arrays").iterdir()), "no snapshot in the shared cache"
         assert sum(1 for _ in (cache / "small").iterdir()) > 1, "no histories in the shared cache"
     finally:

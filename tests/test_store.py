@@ -91,27 +91,27 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_a_finished_runs_reads_go_to_the_shared_cache_but_a_running_runs_never_do(log_run, tmp_path, cache_dir):
-    from dashboard import shared_cache
+    from dashboard import cache
     live = log_run("live", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
     _log_snapshot(live, tmp_path)
     store.load_snapshot(live, 0)
     store.metric_history(live, "test_acc")
-    assert (shared_cache.entries(), shared_cache.entries(large=True)) == (0, 0)
+    assert (cache.entries(), cache.entries(large=True)) == (0, 0)
 
     done = log_run("done", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
     _log_snapshot(done, tmp_path)
     MlflowClient(tracking_uri()).set_terminated(done, "FINISHED")
     store.load_snapshot(done, 0)
     store.metric_history(done, "test_acc")
-    assert shared_cache.entries(large=True) == 1  # the snapshot
-    assert shared_cache.entries() == 2  # its epoch list and its history
-    assert str(cache_dir) in shared_cache.directory()
+    assert cache.entries(large=True) == 1  # the snapshot
+    assert cache.entries() == 2  # its epoch list and its history
+    assert str(cache_dir) in cache.directory()
 
 
 def test_different_stores_never_share_cache_entries(cache_dir):
-    from dashboard import shared_cache
-    assert shared_cache.directory("sqlite:///a/mlflow.db") != shared_cache.directory("sqlite:///b/mlflow.db")
-    assert shared_cache.directory().startswith(str(cache_dir))
+    from dashboard import cache
+    assert cache.directory("sqlite:///a/mlflow.db") != cache.directory("sqlite:///b/mlflow.db")
+    assert cache.directory().startswith(str(cache_dir))
 
 
 def test_a_second_process_reads_a_finished_snapshot_from_the_shared_cache_without_the_store(log_run, tmp_path,

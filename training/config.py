@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from training import contract as C
 from training.errors import UserError
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
@@ -17,7 +18,9 @@ MNIST_TRAIN_SIZE = 60_000
 INPUT_SIZE, N_CLASSES = 784, 10
 
 # Settings that name a run rather than change what it computes: left out of the config hash.
-NON_TRAINING_KEYS = ("experiment", "run_name")
+NON_TRAINING_KEYS = C.NAMING_PARAMS
+# Params a run must carry for its model to be rebuilt; the rest default (older runs lack newer options).
+MODEL_PARAMS = (C.PARAM_ARCH, C.PARAM_SIZES, C.PARAM_ACTIVATION, C.PARAM_LOSS)
 
 
 class ConfigError(UserError):
@@ -42,6 +45,12 @@ class RunConfig:
     experiment: str = "mnist"
     run_name: str | None = None
 
+    def __post_init__(self):
+        # The CNN's shape is fixed, so its `sizes` means nothing: one canonical value keeps
+        # from_params(as_params()) exact and cohort keys equal.
+        if self.arch == "cnn" and self.sizes != ():
+            object.__setattr__(self, C.PARAM_SIZES, ())
+
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "RunConfig":
         """Build and validate from plain values (YAML or CLI); errors name `where`, the key and the value."""
@@ -50,43 +59,60 @@ class RunConfig:
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
-            clean[key] = _coerce(key, value, where)
+            clean[key] = _coerce(known[key], value, where)
         config = cls(**clean)
         config.validate(where)
         return config
 
-    def validate(self, where: str = "config") -> None:
-        def bad(key, why):
-            raise ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
+    @classmethod
+    def from_params(cls, params: dict[str, str], where: str = "params") -> "RunConfig":
+        """The exact inverse of `as_params`: the config a run was trained with, from its MLflow params.
 
-        _choice(self, "arch", ARCHS, where)
-        _choice(self, "activation", ACTIVATIONS, where)
-        _choice(self, "loss", LOSSES, where)
-        _choice(self, "optimizer", OPTIMIZERS, where)
-        if self.arch == "mlp":
-            s = self.sizes
-            if len(s) < 2 or s[0] != INPUT_SIZE or s[-1] != N_CLASSES:
-                bad("sizes", f"must start at {INPUT_SIZE} and end at {N_CLASSES}, e.g. 784,30,10")
-            if any(n < 1 for n in s):
-                bad("sizes", "must all be positive")
-        if not self.lr > 0:
-            bad("lr", "must be > 0")
-        if not 0 <= self.momentum < 1:
-            bad("momentum", "must be in [0, 1)")
-        if self.init_std is not None and not self.init_std > 0:
-            bad("init_std", "must be > 0 (or left out for PyTorch's default init)")
-        if not 1 <= self.train_size <= MNIST_TRAIN_SIZE:
-            bad("train_size", f"must be between 1 and {MNIST_TRAIN_SIZE}")
-        if not 1 <= self.batch_size <= self.train_size:
-            bad("batch_size", f"must be between 1 and train_size ({self.train_size})")
-        if self.epochs < 1:
-            bad("epochs", "must be at least 1")
-        if self.seed < 0:
-            bad("seed", "must be >= 0")
-        if self.snapshot_every < 1:
-            bad("snapshot_every", "must be at least 1")
-        if not self.experiment:
-            bad("experiment", "must not be empty")
+        Extra params (n_params, layers, sha256.*) are ignored and options a run predates take their
+        defaults; a run without the model params (another tool's) raises ConfigError naming them.  Runs
+        logged before arch_label existed carry the label in `arch` (mlp-784-30-10-sigmoid): read as mlp.
+        """
+        missing = [k for k in MODEL_PARAMS if k not in params]
+        if missing:
+            raise ConfigError(f"{where}: no {', '.join(missing)} param: not a run of MNIST Lab's trainer")
+        values = {}
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            values[f.name] = None if raw == C.DEFAULT_VALUE and f.default is None else _from_text(f, raw, where)
+        arch = str(values[C.PARAM_ARCH])
+        values[C.PARAM_ARCH] = "cnn" if arch.startswith("cnn") or params[C.PARAM_SIZES] == C.CNN_SIZES_VALUE \
+            else "mlp" if arch.startswith("mlp") else arch
+        if values[C.PARAM_ARCH] == "cnn":
+            values.pop(C.PARAM_SIZES)
+        return cls.from_dict(values, where)
+
+    def validate(self, where: str = "config") -> None:
+        for key, choices in ((C.PARAM_ARCH, ARCHS), (C.PARAM_ACTIVATION, ACTIVATIONS), (C.PARAM_LOSS, LOSSES),
+                             (C.PARAM_OPTIMIZER, OPTIMIZERS)):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"{where}: {key}={getattr(self, key)!r} is not one of {', '.join(choices)}")
+        s = self.sizes
+        checks = [
+            (C.PARAM_SIZES, self.arch != "mlp" or (len(s) >= 2 and s[0] == INPUT_SIZE and s[-1] == N_CLASSES),
+             f"must start at {INPUT_SIZE} and end at {N_CLASSES}, e.g. 784,30,10"),
+            (C.PARAM_SIZES, all(n >= 1 for n in s), "must all be positive"),
+            (C.PARAM_LR, self.lr > 0, "must be > 0"),
+            (C.PARAM_MOMENTUM, 0 <= self.momentum < 1, "must be in [0, 1)"),
+            (C.PARAM_INIT_STD, self.init_std is None or self.init_std > 0,
+             "must be > 0 (or left out for PyTorch's default init)"),
+            (C.PARAM_TRAIN_SIZE, 1 <= self.train_size <= MNIST_TRAIN_SIZE, f"must be between 1 and {MNIST_TRAIN_SIZE}"),
+            (C.PARAM_BATCH_SIZE, 1 <= self.batch_size <= self.train_size,
+             f"must be between 1 and train_size ({self.train_size})"),
+            (C.PARAM_EPOCHS, self.epochs >= 1, "must be at least 1"),
+            (C.PARAM_SEED, self.seed >= 0, "must be >= 0"),
+            (C.PARAM_SNAPSHOT_EVERY, self.snapshot_every >= 1, "must be at least 1"),
+            (C.PARAM_EXPERIMENT, bool(self.experiment), "must not be empty"),
+        ]
+        for key, ok, why in checks:  # in order: the first problem is the one reported
+            if not ok:
+                raise ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
     @property
     def arch_name(self) -> str:
@@ -106,7 +132,7 @@ class RunConfig:
         for key in NON_TRAINING_KEYS:
             d.pop(key)
         if self.arch == "cnn":
-            d.pop("sizes")
+            d.pop(C.PARAM_SIZES)
         return d
 
     @property
@@ -115,25 +141,40 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def as_params(self) -> dict[str, str]:
-        """Every setting, as MLflow params (strings).  None becomes 'default'."""
+        """Every setting, as MLflow params (strings).  None becomes 'default'; `from_params` inverts it."""
         d = asdict(self)
-        d["sizes"] = ",".join(map(str, self.sizes)) if self.arch == "mlp" else "cnn"
-        d["run_name"] = self.display_name
-        return {k: ("default" if v is None else str(v)) for k, v in d.items()}
+        d[C.PARAM_SIZES] = ",".join(map(str, self.sizes)) if self.arch == "mlp" else C.CNN_SIZES_VALUE
+        return {k: (C.DEFAULT_VALUE if v is None else str(v)) for k, v in d.items()}
 
 
-def _choice(config, key, choices, where):
-    value = getattr(config, key)
-    if value not in choices:
-        raise ConfigError(f"{where}: {key}={value!r} is not one of {', '.join(choices)}")
+def _kind(field) -> tuple[str, bool]:
+    """A field's value kind (sizes, float, int or str) from its declared type, and whether it may be None."""
+    text = str(field.type)
+    optional = "None" in text
+    for kind in ("tuple", "float", "int"):
+        if kind in text:
+            return ("sizes" if kind == "tuple" else kind), optional
+    return "str", optional
 
 
-def _coerce(key: str, value, where: str):
+def _from_text(field, text: str, where: str):
+    """A param's string back to the value as_params wrote (the field's type decides how)."""
+    kind, _ = _kind(field)
+    try:
+        return int(text) if kind == "int" else float(text) if kind == "float" else text
+    except ValueError:
+        raise ConfigError(f"{where}: {field.name}={text!r} should be a number") from None
+
+
+def _coerce(field, value, where: str):
     """Accept what YAML and argparse produce; reject anything else with a one-line error."""
     def bad(expected):
-        raise ConfigError(f"{where}: {key}={value!r} should be {expected}")
+        raise ConfigError(f"{where}: {field.name}={value!r} should be {expected}")
 
-    if key == "sizes":
+    kind, optional = _kind(field)
+    if value is None and optional:
+        return None
+    if kind == "sizes":
         if isinstance(value, str):
             try:
                 value = [int(p) for p in value.split(",")]
@@ -142,18 +183,12 @@ def _coerce(key: str, value, where: str):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             bad("a list of integers, e.g. [784, 30, 10]")
         return tuple(value)
-    if key in ("lr", "momentum", "init_std"):
-        if value is None and key == "init_std":
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            bad("a number")
+    if isinstance(value, bool) or (kind == "float" and not isinstance(value, (int, float))):
+        bad("a number" if kind == "float" else "an integer" if kind == "int" else "a string")
+    if kind == "float":
         return float(value)
-    if key in ("batch_size", "epochs", "seed", "train_size", "snapshot_every"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            bad("an integer")
-        return value
-    if key == "run_name" and value is None:
-        return None
-    if not isinstance(value, str):
+    if kind == "int" and not isinstance(value, int):
+        bad("an integer")
+    if kind == "str" and not isinstance(value, str):
         bad("a string")
     return value

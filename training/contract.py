@@ -2,10 +2,16 @@
 
 The training side writes these names and the dashboard reads them; both import
 this module, so a name lives in exactly one place.  The README's "Tracking
-contract" section documents the same names for people.
+contract" section documents the same names for people, and
+tests/test_structure.py checks that no module outside this one spells a name
+below as a string literal.
+
+Names are grouped at the bottom (METRICS, PARAMS, TAGS, ARTIFACTS, STATUSES,
+and the prefixes of the per-layer and per-unit names); that grouping is what
+the test reads.
 """
 
-# Per-epoch metrics.  Step N is the state after N epochs; step 0 is the untrained net.
+# ---- per-epoch metrics: step N is the state after N epochs; step 0 is the untrained net ----
 TRAIN_LOSS = "train_loss"
 TRAIN_ACC = "train_acc"
 TEST_LOSS = "test_loss"
@@ -26,17 +32,54 @@ def dead_fraction_key(layer: str) -> str:
     return f"{DEAD_FRACTION_PREFIX}/{layer}"
 
 
-# Params beyond the training options themselves.
-PARAM_ARCH = "arch"
+# ---- params ----
+# The training options: one param per RunConfig field, under the field's own name.  config.py's
+# dataclass declares them in this order (a test keeps the two equal).
+PARAM_ARCH = "arch"  # "mlp" or "cnn"
+PARAM_SIZES = "sizes"  # "784,30,10"; "cnn" for the CNN
+PARAM_ACTIVATION = "activation"
+PARAM_LOSS = "loss"
+PARAM_INIT_STD = "init_std"
+PARAM_OPTIMIZER = "optimizer"
+PARAM_LR = "lr"
+PARAM_MOMENTUM = "momentum"
+PARAM_BATCH_SIZE = "batch_size"
+PARAM_EPOCHS = "epochs"
+PARAM_SEED = "seed"
+PARAM_TRAIN_SIZE = "train_size"
+PARAM_SNAPSHOT_EVERY = "snapshot_every"
+PARAM_EXPERIMENT = "experiment"
+PARAM_RUN_NAME = "run_name"
+CONFIG_PARAMS = (PARAM_ARCH, PARAM_SIZES, PARAM_ACTIVATION, PARAM_LOSS, PARAM_INIT_STD, PARAM_OPTIMIZER, PARAM_LR,
+                 PARAM_MOMENTUM, PARAM_BATCH_SIZE, PARAM_EPOCHS, PARAM_SEED, PARAM_TRAIN_SIZE, PARAM_SNAPSHOT_EVERY,
+                 PARAM_EXPERIMENT, PARAM_RUN_NAME)
+DEFAULT_VALUE = "default"  # how a param that is None (PyTorch's init, no run name given) is logged
+CNN_SIZES_VALUE = "cnn"  # the CNN's `sizes` param: its shape is fixed, not a list of sizes
+
+# Params beyond the training options, describing the run rather than setting it.
+PARAM_ARCH_LABEL = "arch_label"  # e.g. mlp-784-30-10-sigmoid, cnn-relu
 PARAM_N_PARAMS = "n_params"
 PARAM_DATASET = "dataset"
 PARAM_LAYERS = "layers"  # comma-separated layer names, input to output
 PARAM_SHA256_PREFIX = "sha256."  # one param per data file: sha256.<file name>
+PARAM_N_CONFIGS = "n_configs"  # on a grid's parent run
 
-# Artifacts.
+# What a person comparing runs should not see as a hyperparameter: names, bookkeeping and
+# descriptions (sha256.* too, by its prefix; see is_hyperparameter).
+NOT_HYPERPARAMS = (PARAM_EXPERIMENT, PARAM_RUN_NAME, PARAM_DATASET, PARAM_LAYERS, PARAM_SNAPSHOT_EVERY,
+                   PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_N_CONFIGS)
+# Settings that name a run rather than change what it computes: left out of the config hash.
+NAMING_PARAMS = (PARAM_EXPERIMENT, PARAM_RUN_NAME)
+
+
+def is_hyperparameter(name: str) -> bool:
+    return name not in NOT_HYPERPARAMS and not name.startswith(PARAM_SHA256_PREFIX)
+
+
+# ---- artifacts ----
 SNAPSHOT_DIR = "snapshots"
-SNAPSHOT_EVERY = "snapshot_every"
 MODEL_NAME = "model"
+GRID_FILE_ARTIFACT = "grid.yaml"  # a grid's YAML file, on its parent run
 
 
 def snapshot_path(epoch: int) -> str:
@@ -54,20 +97,24 @@ def snapshot_epoch(artifact_path: str) -> int | None:
 
 
 # Keys inside a snapshot .npz (numpy, no pickle).  Layer names come from the model.
+WEIGHT_PREFIX, BIAS_PREFIX = "weight", "bias"
+ACT_HIST_PREFIX, ACT_EDGES_PREFIX = "act_hist", "act_edges"
+
+
 def weight_key(layer: str) -> str:
-    return f"weight/{layer}"
+    return f"{WEIGHT_PREFIX}/{layer}"
 
 
 def bias_key(layer: str) -> str:
-    return f"bias/{layer}"
+    return f"{BIAS_PREFIX}/{layer}"
 
 
 def act_hist_key(layer: str) -> str:
-    return f"act_hist/{layer}"  # counts, one per bin
+    return f"{ACT_HIST_PREFIX}/{layer}"  # counts, one per bin
 
 
 def act_edges_key(layer: str) -> str:
-    return f"act_edges/{layer}"  # bin edges, len(counts) + 1
+    return f"{ACT_EDGES_PREFIX}/{layer}"  # bin edges, len(counts) + 1
 
 
 CONF_EDGES = "conf/edges"
@@ -76,24 +123,58 @@ CONF_HIST_INCORRECT = "conf/incorrect"
 PRED_CLASS = "pred/class"  # uint8, one per test image, in test-set order
 PRED_CONFIDENCE = "pred/confidence"  # float32 softmax (or sigmoid) score of the predicted class
 
-# Tags.
+# ---- tags ----
 TAG_FAILURE_REASON = "failure_reason"
 TAG_CONFIG_HASH = "grid.config_hash"
 TAG_GRID_NAME = "grid.name"
-TAG_GRID_PARENT = "grid.parent"  # "true" on a grid's parent run
+TAG_GRID_PARENT = "grid.parent"  # TRUE on a grid's parent run
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own: nests runs in its UI
 TAG_RUN_NAME = "mlflow.runName"
 # On experiments: MLflow 3's UI tells model-training experiments from GenAI ones by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+TRUE = "true"  # the value of flag tags such as grid.parent
+NEURON_TAG_PREFIX = "neuron"
+
+
+def neuron_tag_prefix(layer: int) -> str:
+    """What every name and note tag of one layer's units starts with."""
+    return f"{NEURON_TAG_PREFIX}.{layer}."
 
 
 def neuron_name_tag(layer: int, unit: int) -> str:
-    return f"neuron.{layer}.{unit}.name"
+    return f"{neuron_tag_prefix(layer)}{unit}.name"
 
 
 def neuron_note_tag(layer: int, unit: int) -> str:
-    return f"neuron.{layer}.{unit}.note"
+    return f"{neuron_tag_prefix(layer)}{unit}.note"
 
+
+def neuron_tag_unit(layer: int, tag: str) -> tuple[int, str] | None:
+    """(unit, "name" or "note") for one of the layer's neuron tags, else None: the inverse of the two above."""
+    unit, _, field = tag[len(neuron_tag_prefix(layer)):].partition(".")
+    if not tag.startswith(neuron_tag_prefix(layer)) or not unit.isdigit():
+        return None
+    return (int(unit), field) if tag in (neuron_name_tag(layer, int(unit)), neuron_note_tag(layer, int(unit))) else None
+
+
+# ---- run statuses (MLflow's) ----
+STATUS_RUNNING = "RUNNING"
+STATUS_FINISHED = "FINISHED"
+STATUS_FAILED = "FAILED"
+STATUS_KILLED = "KILLED"
+TERMINAL_STATUSES = (STATUS_FINISHED, STATUS_FAILED, STATUS_KILLED)
 
 DATASET_NAME = "mnist"
+
+# ---- the grouping tests/test_structure.py reads ----
+METRICS = EPOCH_METRICS
+PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS)
+TAGS = (TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
+        TAG_EXPERIMENT_KIND)
+ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
+             PRED_CLASS, PRED_CONFIDENCE)
+STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
+# Names built from a prefix: an f-string that starts with one of these bypasses the builders above.
+PREFIXES = (GRAD_NORM_PREFIX + "/", DEAD_FRACTION_PREFIX + "/", PARAM_SHA256_PREFIX, WEIGHT_PREFIX + "/",
+            BIAS_PREFIX + "/", ACT_HIST_PREFIX + "/", ACT_EDGES_PREFIX + "/", NEURON_TAG_PREFIX + ".")

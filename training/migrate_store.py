@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from training import contract as C
 from training.errors import UserError, exit_on_user_error
-from training.tracking import _sqlite_artifact_root, check_reachable, default_tracking_uri, retry
+from training.location import default_tracking_uri, sqlite_artifact_root
+from training.tracking import check_reachable, retry
 
 TAG_SOURCE_RUN = "migrate.source_run_id"
 BATCH = 1000  # MLflow's log_batch limit for metrics
@@ -31,7 +32,7 @@ def _experiment(src_exp, dst: MlflowClient, dst_uri: str) -> str:
             raise UserError(f"experiment '{src_exp.name}' is deleted in {dst_uri}; restore it there first")
         return found.experiment_id
     tags = {k: v for k, v in src_exp.tags.items() if not k.startswith("mlflow.")}
-    return dst.create_experiment(src_exp.name, artifact_location=_sqlite_artifact_root(dst_uri), tags=tags)
+    return dst.create_experiment(src_exp.name, artifact_location=sqlite_artifact_root(dst_uri), tags=tags)
 
 
 def _copy_run(run, src: MlflowClient, dst: MlflowClient, dst_exp: str, id_map: dict[str, str], src_uri: str) -> str:

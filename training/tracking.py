@@ -27,11 +27,9 @@ from training import interrupt
 from training.config import RunConfig
 from training.data import Mnist, raw_dir
 from training.errors import UserError
+from training.location import DEFAULT_STORE, is_server, sqlite_artifact_root, tracking_uri, uses_default_store
 from training.models import layers_of, n_params, to_module
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STORE = REPO_ROOT / "mlflow_runs"
-SQLITE_TIMEOUT_S = 60
 DEFAULT_RETRY_SECONDS = 60.0
 
 
@@ -53,22 +51,9 @@ def retry_seconds() -> float:
         raise UserError(f"MNISTLAB_TRACKING_RETRY_SECONDS must be a number of seconds, not {raw!r}") from None
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}?timeout={SQLITE_TIMEOUT_S}"
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set; otherwise the embedded store in mlflow_runs/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def uses_default_store() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
-
-
 def check_reachable(uri: str) -> None:
     """Fail in seconds, before any training, when a tracking server is down (MLflow itself retries for minutes)."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     import urllib.error
     import urllib.request
@@ -142,14 +127,6 @@ def retry(fn, *args, budget: float | None = None, **kwargs):
             attempt += 1
 
 
-def _sqlite_artifact_root(uri: str) -> str | None:
-    """For a SQLite store, artifacts live beside the database (MLflow would use ./mlruns in the cwd)."""
-    if not uri.startswith("sqlite:///"):
-        return None  # a tracking server decides its own artifact root
-    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-    return (db.resolve().parent / "artifacts").as_uri()
-
-
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     """Get or create the experiment; in a SQLite store a new one keeps its artifacts beside the database."""
     try:
@@ -160,7 +137,7 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"experiment '{name}' is deleted in the store; restore it or pick another --experiment")
         return exp.experiment_id
-    location = _sqlite_artifact_root(tracking_uri())
+    location = sqlite_artifact_root(tracking_uri())
     try:
         return mlflow_client.create_experiment(name, artifact_location=location,
                                                tags={C.TAG_EXPERIMENT_KIND: C.EXPERIMENT_KIND})
@@ -173,7 +150,7 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
 
 def run_params(config: RunConfig, data: Mnist) -> dict[str, str]:
     params = config.as_params()
-    params[C.PARAM_ARCH] = config.arch_name
+    params[C.PARAM_ARCH_LABEL] = config.arch_name
     params[C.PARAM_N_PARAMS] = str(n_params(config))
     params[C.PARAM_DATASET] = C.DATASET_NAME
     params[C.PARAM_LAYERS] = ",".join(l.name for l in layers_of(config))
