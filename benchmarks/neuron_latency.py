@@ -66,8 +66,9 @@ def page_module(path_template: str):
     raise RuntimeError(f"no page is registered for {path_template}")
 
 
-def serialised_panels(unit_page, t, unit: int) -> int:
-    p = unit_page.unit_panels(t, unit)
+def serialised_panels(t, unit: int) -> int:
+    from dashboard.views.unit_panels import panels
+    p = panels(t, unit)
     size = 0
     for value in p.values():
         if hasattr(value, "to_json"):
@@ -75,20 +76,21 @@ def serialised_panels(unit_page, t, unit: int) -> int:
     return size
 
 
-def bench_run(label: str, run_id: str, other: str | None, unit_page, layer_page) -> list[tuple]:
-    from dashboard import neuron_data as D
+def bench_run(label: str, run_id: str, other: str | None, layer_page) -> list[tuple]:
+    from dashboard import neuron_stats as S
     from dashboard import store
+    from dashboard.neuron_target import hidden_layers, resolve
     rows = []
     run = store.get_run(run_id)
     epochs = store.snapshot_epochs(run_id)
-    for layer in range(1, len(D.hidden_layers(run)) + 1):
-        t = D.resolve(run_id, layer, epochs[-1])
-        first, stats = timed(D.layer_stats, t)
+    for layer in range(1, len(hidden_layers(run)) + 1):
+        t = resolve(run_id, layer, epochs[-1])
+        first, stats = timed(S.layer_stats, t)
         rows.append((label, f"first open, layer {layer} ({t.layer_name}, {t.units} units)", first * 1000,
                      GOAL_FIRST_OPEN_S * 1000))
         times = []
         for u in range(t.units):
-            dt, _ = timed(serialised_panels, unit_page, t, u)
+            dt, _ = timed(serialised_panels, t, u)
             times.append(dt * 1000)
         p90 = statistics.quantiles(times, n=10)[-1]
         rows.append((label, f"unit page, layer {layer}: median of {t.units}", statistics.median(times), GOAL_UNIT_MS))
@@ -98,12 +100,12 @@ def bench_run(label: str, run_id: str, other: str | None, unit_page, layer_page)
         dt, _ = timed(layer_page.tiles, t, "si")
         rows.append((label, f"layer view, layer {layer} ({t.units} tiles)", dt * 1000, None))
         if len(epochs) > 1:
-            t0 = D.resolve(run_id, layer, epochs[0])
-            dt, _ = timed(serialised_panels, unit_page, t0, 0)
+            t0 = resolve(run_id, layer, epochs[0])
+            dt, _ = timed(serialised_panels, t0, 0)
             rows.append((label, f"scrub step to epoch {epochs[0]}, layer {layer} (cold)", dt * 1000, None))
         if other:
-            cold, _ = timed(D.best_match, t, 0, other)
-            warm, _ = timed(D.best_match, t, 1, other)
+            cold, _ = timed(S.best_match, t, 0, other)
+            warm, _ = timed(S.best_match, t, 1, other)
             rows.append((label, f"match in another run, layer {layer}: cold", cold * 1000, None))
             rows.append((label, f"match in another run, layer {layer}: warm", warm * 1000, None))
     return rows
@@ -128,15 +130,14 @@ def main(argv=None) -> int:
         ids = train_runs(Path(tmp.name))
         runs = {"mlp [784,20,10]": (ids["mlp"], ids["mlp_b"]), "cnn": (ids["cnn"], None)}
 
-    from dashboard import neuron_data as D
+    from dashboard import neuron_stats as S
     from dashboard import store
-    unit_page = page_module("/runs/<run_id>/neurons/<layer>/<unit>")
     layer_page = page_module("/runs/<run_id>/neurons")
     dt, _ = timed(store.test_set)
-    dt2, _ = timed(D.test_images)
+    dt2, _ = timed(S.test_images)
     rows = [("all", "test set load (once per process)", (dt + dt2) * 1000, None)]
     for label, (rid, other) in runs.items():
-        rows += bench_run(label, rid, other, unit_page, layer_page)
+        rows += bench_run(label, rid, other, layer_page)
 
     import torch
     print(f"\nneuron explorer latency (server-side, {torch.get_num_threads()} torch threads, "

@@ -1,23 +1,18 @@
 """The dashboard's read side: every query to the MLflow store goes through here.
 
 It never writes, except neuron names and notes (see `set_neuron_label`).
-A finished run's artifacts and metrics never change, so they are cached by run
-id (and epoch); a running run's are read fresh.  Two levels: a small in-process
-LRU, and a cache on disk shared by every gunicorn worker (dashboard.cache),
-keyed by run id and end time, so a run that is ever resumed and ends again is
-read afresh.  Snapshots load with `allow_pickle=False`: nothing in the store, or
-in the cache, is ever unpickled.
+What it caches follows dashboard.cache's one rule: a finished run's metric
+histories and snapshot list, and any logged snapshot, never change, so they are
+kept (in this process and on disk for every gunicorn worker); a running run's
+metrics and status are read fresh.  Snapshots load with `allow_pickle=False`:
+nothing in the store, or in the cache, is ever unpickled.
 """
-import functools
 import hashlib
 import json
 import re
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 
-import flask
 import numpy as np
 import pandas as pd
 from mlflow.entities import ViewType
@@ -29,7 +24,6 @@ from training import contract as C
 from training.location import tracking_uri
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 MAX_RUNS = 5000
 
 
@@ -37,42 +31,25 @@ class StoreError(Exception):
     """Something the user asked for is not in the store (or malformed).  Shown on the page as a message."""
 
 
-class _LRU:
-    def __init__(self, size: int):
-        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        return None
-
-    def put(self, key, value):
-        with self.lock:
-            self.data[key] = value
-            self.data.move_to_end(key)
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-        return value
+_finished_cache = cache.LRU(20_000)  # metric histories and snapshot lists: small, and a 1,000-run page reads one per run
+_snapshot_cache = cache.LRU(256)  # snapshot arrays: up to a few MB each, so far fewer
 
 
-_finished_cache = _LRU(20_000)  # metric histories and snapshot lists: small, and a 1,000-run page reads one per run
-_snapshot_cache = _LRU(256)  # snapshot arrays: up to a few MB each, so far fewer
-
-
-@functools.lru_cache(maxsize=1)
-def _client_for(uri: str) -> MlflowClient:
-    return MlflowClient(uri)
+@cache.memoize(maxsize=4)
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri())
 
 
 def client() -> MlflowClient:
-    return _client_for(tracking_uri())
+    return _client()
 
 
 def experiments() -> list[dict]:
-    """Active experiments, newest first (the runs page opens the first)."""
-    exps = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["creation_time DESC"])
+    """Active experiments, newest first (the runs page opens the first).  StoreError if the store cannot be read."""
+    try:
+        exps = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["creation_time DESC"])
+    except MlflowException as e:  # an unreachable server or an unusable URI: the user's to fix, not a traceback
+        raise StoreError(f"Cannot read the MLflow store: {str(e.message).splitlines()[0][:300]}") from None
     return [{"id": e.experiment_id, "name": e.name} for e in exps]
 
 
@@ -80,15 +57,6 @@ def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
         raise StoreError(f"'{str(run_id)[:64]}' is not a run id (32 hex characters)")
     return run_id
-
-
-def _request_runs() -> dict | None:
-    """Runs already read while answering this HTTP request, or None outside one."""
-    if not flask.has_request_context():
-        return None
-    if not hasattr(flask.g, "store_runs"):
-        flask.g.store_runs = {}
-    return flask.g.store_runs
 
 
 def get_run(run_id: str):
@@ -99,7 +67,7 @@ def get_run(run_id: str):
     the SQL store tens of milliseconds.
     """
     check_run_id(run_id)
-    memo = _request_runs()
+    memo = cache.request_memo("runs")
     if memo is not None and run_id in memo:
         return memo[run_id]
     try:
@@ -114,7 +82,10 @@ def get_run(run_id: str):
 
 
 def is_finished(run) -> bool:
-    return run.info.status in TERMINAL
+    return run.info.status in C.TERMINAL_STATUSES
+
+
+SNAPSHOT_LIST = "snapshot-list"  # the kind of cache entry that holds a run's snapshot epochs
 
 
 def _shared_key(kind: str, run, *extra) -> str:
@@ -123,8 +94,7 @@ def _shared_key(kind: str, run, *extra) -> str:
 
 
 SEARCH_TTL_S = 30.0
-_search_cache: dict = {}  # (uri, experiment ids, filter) -> (time, newest run id, runs)
-_search_lock = threading.Lock()
+_search_cache = cache.LRU(64)  # (experiment ids, filter) -> (time, newest run id, runs)
 
 
 def _search(experiment_ids, filter_string, max_results, token=None):
@@ -142,9 +112,8 @@ def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
     finished runs only changes when a new run appears (checked with a one-run search on every call) or a run
     is deleted or renamed (seen within SEARCH_TTL_S), so it is reused; a result with a running run never is.
     """
-    key = (tracking_uri(), tuple(experiment_ids), filter_string or "")
-    with _search_lock:
-        hit = _search_cache.get(key)
+    key = (tuple(experiment_ids), filter_string or "")
+    hit = _search_cache.get(key)
     if hit and time.monotonic() - hit[0] < SEARCH_TTL_S:
         newest = _search(experiment_ids, filter_string, 1)
         if [r.info.run_id for r in newest] == hit[1]:
@@ -157,10 +126,7 @@ def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
         if not token:
             break
     if all(is_finished(r) for r in runs):
-        with _search_lock:
-            _search_cache[key] = (time.monotonic(), [r.info.run_id for r in runs[:1]], runs)
-            while len(_search_cache) > 64:
-                _search_cache.pop(next(iter(_search_cache)))
+        _search_cache.put(key, (time.monotonic(), [r.info.run_id for r in runs[:1]], runs))
     return runs
 
 
@@ -171,7 +137,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
         row = {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
                "experiment_id": r.info.experiment_id,
                "parent_run_id": r.data.tags.get(C.TAG_PARENT_RUN_ID),
-               "is_grid_parent": r.data.tags.get(C.TAG_GRID_PARENT) == "true",
+               "is_grid_parent": r.data.tags.get(C.TAG_GRID_PARENT) == C.TRUE,
                "start_time": pd.to_datetime(r.info.start_time, unit="ms") if r.info.start_time else pd.NaT,
                "duration_s": ((r.info.end_time or 0) - r.info.start_time) / 1000
                if r.info.end_time and r.info.start_time else None}
@@ -289,11 +255,11 @@ def snapshot_epochs(run_id: str) -> list[int]:
 
 def _snapshot_epochs(run) -> list[int]:
     run_id = run.info.run_id
-    cache_key = ("snapshots", run_id)
+    cache_key = (SNAPSHOT_LIST, run_id)
     if is_finished(run):
         if (hit := _finished_cache.get(cache_key)) is not None:
             return hit
-        if isinstance(hit := cache.get_json(_shared_key("snapshots", run)), list):
+        if isinstance(hit := cache.get_json(_shared_key(SNAPSHOT_LIST, run)), list):
             return _finished_cache.put(cache_key, hit)
     try:
         files = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
@@ -302,7 +268,7 @@ def _snapshot_epochs(run) -> list[int]:
     epochs = sorted(e for f in files if (e := C.snapshot_epoch(f.path)) is not None)
     if not is_finished(run):
         return epochs
-    cache.set_json(_shared_key("snapshots", run), epochs)
+    cache.set_json(_shared_key(SNAPSHOT_LIST, run), epochs)
     return _finished_cache.put(cache_key, epochs)
 
 
@@ -337,7 +303,12 @@ def layer_names(run) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
-@functools.lru_cache(maxsize=1)
+def arch_label(params: dict) -> str | None:
+    """The architecture's label (mlp-784-30-10-sigmoid); runs logged before arch_label existed hold it in arch."""
+    return params.get(C.PARAM_ARCH_LABEL, params.get(C.PARAM_ARCH))
+
+
+@cache.memoize(maxsize=1)
 def test_set() -> tuple[np.ndarray, np.ndarray]:
     """MNIST test images (10000, 28, 28) uint8 and labels, verified, in the order predictions are logged.
 
@@ -356,7 +327,7 @@ def test_set() -> tuple[np.ndarray, np.ndarray]:
 def set_neuron_label(run_id: str, layer: int, unit: int, name: str | None = None, note: str | None = None) -> None:
     """The dashboard's only write: a unit's name or note, as tags on the run shown."""
     get_run(run_id)
-    if (memo := _request_runs()) is not None:
+    if (memo := cache.request_memo("runs")) is not None:
         memo.pop(run_id, None)  # the rest of this request reads the new tags
     if name is not None:
         client().set_tag(run_id, C.neuron_name_tag(layer, unit), name[:200])

@@ -8,6 +8,7 @@
 """
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +101,24 @@ def trained_store(tmp_path_factory):
     return Store
 
 
+@pytest.fixture
+def trained_store_copy(trained_store, tmp_path, monkeypatch):
+    """A private copy of the trained store, for a test that writes to it (names, tags, deleted runs).
+
+    The session's store must stay as built: other tests compare against it.  Only the database is
+    copied; the artifacts (snapshots) stay where they are and are only read.  Tracking points at the copy.
+    """
+    import shutil
+    db = Path(trained_store.tracking_uri.split("sqlite:///", 1)[1].split("?", 1)[0])
+    shutil.copy(db, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
+
+    class Copy:
+        tracking_uri = sqlite_uri(tmp_path)
+        run_ids = dict(trained_store.run_ids)
+    return Copy
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,16 +158,25 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL its whole process group (start it with own_group=True), workers too: the way a crashed host goes."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=20)
+
 
 def start_server(args: list[str], log_path: Path, env: dict | None = None, ready: str = "/",
-                 timeout: float = 120, port: int | None = None) -> Server:
+                 timeout: float = 120, port: int | None = None, cwd: Path = REPO, own_group: bool = False) -> Server:
     """Start `python <args>` with every "{port}" in args replaced by a free port, and wait until `ready` answers
-    (any HTTP status).  The log goes to a file: an unread pipe fills up and freezes a server mid-test."""
+    (any HTTP status).  The log goes to a file: an unread pipe fills up and freezes a server mid-test.
+    own_group: in a process group of its own, so `Server.kill` takes down the workers it spawns."""
     port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *[a.replace("{port}", str(port)) for a in args]], cwd=REPO,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([sys.executable, *[a.replace("{port}", str(port)) for a in args]], cwd=cwd,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=own_group)
     server = Server(proc, port, log_path)
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -1,25 +1,33 @@
 """No dashboard URL, however malformed, produces a traceback or an HTTP 500: it shows a message."""
+import shutil
 
 import dash
 import pytest
+from dash.development.base_component import Component
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_no_dash_errors
+from tests.conftest import assert_no_dash_errors, served, sqlite_uri
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def deleted_run(trained_store):
-    """A run deleted from the 'foreign' experiment (its visible runs are unchanged)."""
-    c = MlflowClient(trained_store.tracking_uri)
-    exp = c.get_experiment_by_name("foreign").experiment_id
-    run = c.create_run(exp, run_name="deleted later")
+def with_deleted_run(trained_store, tmp_path_factory):
+    """A dashboard over a copy of the trained store that also holds a deleted run: (its URL, the run's id).
+
+    A copy, because the session's store must stay as built; the artifacts are shared and only read.
+    """
+    root = tmp_path_factory.mktemp("deleted-run-store")
+    shutil.copy(trained_store.tracking_uri.split("sqlite:///", 1)[1].split("?", 1)[0], root / "mlflow.db")
+    c = MlflowClient(sqlite_uri(root))
+    run = c.create_run(c.get_experiment_by_name("foreign").experiment_id, run_name="deleted later")
     c.set_terminated(run.info.run_id)
     c.delete_run(run.info.run_id)
-    return run.info.run_id
+    with served(["-m", "dashboard", "--port", "{port}"], root / "server.log",
+                env={"MLFLOW_TRACKING_URI": sqlite_uri(root)}) as server:
+        yield server.url, run.info.run_id
 
 
 def bad_paths(ids, deleted):
@@ -39,7 +47,8 @@ def bad_paths(ids, deleted):
 
 
 @pytest.mark.browser
-def test_every_bad_url_shows_a_message_without_errors(page, dashboard_url, trained_store, deleted_run):
+def test_every_bad_url_shows_a_message_without_errors(page, trained_store, with_deleted_run):
+    dashboard_url, deleted_run = with_deleted_run
     failures = []
     statuses = []
     page.on("response", lambda r: statuses.append((r.status, r.url)) if r.status >= 500 else None)
@@ -80,4 +89,5 @@ def test_page_layouts_never_raise_on_any_url_values(layouts, trained_store, run_
                   "experiment": other, "filter": other, "compare": other, "sort": other, "smooth": other,
                   "params": other}
         names = set(layout.__code__.co_varnames[:layout.__code__.co_argcount])
-        layout(**{k: v for k, v in kwargs.items() if k in names})
+        shown = layout(**{k: v for k, v in kwargs.items() if k in names})
+        assert isinstance(shown, Component), (template, shown)  # a page or a message

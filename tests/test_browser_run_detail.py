@@ -68,6 +68,9 @@ def test_the_loss_landscape_is_computed_on_demand(page, dashboard_url, trained_s
     page.wait_for_selector("#run-landscape-contour .main-svg", timeout=60000)
     page.wait_for_selector("#run-landscape-surface .main-svg", timeout=TIMEOUT)
     assert page.locator("#run-landscape-contour .contour").count() >= 1
+    page.reload()  # a finished run's landscape is kept: a later visit shows it without the button
+    page.wait_for_selector("#run-landscape-contour .main-svg", timeout=TIMEOUT)
+    assert page.inner_text("#run-landscape-button") == "Computed ✓"
     assert_no_dash_errors(page)
 
 
@@ -78,6 +81,7 @@ def test_a_foreign_run_shows_what_exists_and_says_what_is_missing(page, dashboar
     text = page.inner_text("body")
     assert "lacks parts of the tracking contract" in text and "snapshot artifacts" in text
     assert "accuracy" in page.inner_text("#run-progress")
+    assert "not a run of MNIST Lab's trainer" in page.inner_text("#run-architecture")  # RunConfig.from_params
     assert_no_dash_errors(page)
 
 
@@ -87,8 +91,8 @@ def test_a_foreign_run_shows_what_exists_and_says_what_is_missing(page, dashboar
 ])
 def test_a_bad_run_id_is_a_message_not_an_error(page, dashboard_url, path, message):
     page.goto(dashboard_url + path)
-    page.wait_for_selector(".run-message", timeout=TIMEOUT)
-    assert message in page.inner_text(".run-message")
+    page.wait_for_selector(".message-error", timeout=TIMEOUT)
+    assert message in page.inner_text(".message-error")
     assert_no_dash_errors(page)
 
 

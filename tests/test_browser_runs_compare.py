@@ -1,14 +1,11 @@
 """The runs and compare pages in real headless Chromium, over a store of real short training runs."""
-import os
 import re
-import subprocess
-import sys
 from urllib.parse import quote
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, assert_no_dash_errors, free_port, log_contract_run, sqlite_uri, wait_http
+from tests.conftest import assert_no_dash_errors, log_contract_run, served, sqlite_uri
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 20000
@@ -114,21 +111,14 @@ def test_the_theme_toggle_switches_to_dark_and_remembers_it(page, dashboard_url,
 @pytest.fixture(scope="module")
 def live_store(tmp_path_factory):
     """Its own store and server: this test changes runs, which the shared trained store must not see."""
-    uri = sqlite_uri(tmp_path_factory.mktemp("live-store"))
+    root = tmp_path_factory.mktemp("live-store")
+    uri = sqlite_uri(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         rid = log_contract_run("still training", {"test_acc": [0.1, 0.5]}, {"lr": 3.0}, experiment="live",
                                status="RUNNING")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/")
-        yield f"http://127.0.0.1:{port}", uri, rid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with served(["-m", "dashboard", "--port", "{port}"], root / "server.log", env={"MLFLOW_TRACKING_URI": uri}) as server:
+        yield server.url, uri, rid
 
 
 def test_a_running_run_updates_live_and_polling_stops_when_it_finishes(page, live_store):

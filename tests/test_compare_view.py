@@ -92,6 +92,18 @@ def test_params_table_shows_only_differing_params_unless_asked_for_all(comp):
     assert list(every.columns) == [r.info.run_id for r in comp.runs]
 
 
+def test_only_hyperparameters_count_as_differences_and_names_are_never_rows(ids, use_module_store):
+    # Same hyperparameters, different names, layer lists, sizes of the logged model and data checksums.
+    a = log_contract_run("x", CURVES, {"lr": 3.0, "run_name": "x", "experiment": "e1", "n_params": 10,
+                                        "arch_label": "mlp-784-8-10-sigmoid", "sha256.x": "ff"})
+    b = log_contract_run("y", CURVES, {"lr": 3.0, "run_name": "y", "experiment": "e2", "n_params": 20,
+                                        "arch_label": "mlp-784-9-10-sigmoid", "sha256.x": "ee"})
+    comp = V.load(f"{a},{b}")
+    assert V.params_table(comp.runs).empty
+    every = V.params_table(comp.runs, show_all=True)
+    assert set(every.index) == {"lr", "n_params", "arch_label", "sha256.x"}  # never run_name or experiment
+
+
 def test_a_param_one_run_lacks_shows_as_a_dash_and_counts_as_different(ids, use_module_store):
     comp = V.load(f"{ids['a']},{ids['foreign']}")
     table = V.params_table(comp.runs)
@@ -102,7 +114,7 @@ def test_metrics_table_has_final_and_best_with_loss_minimised_and_accuracy_maxim
     row = V.metrics_table(comp).set_index("run_id").loc[ids["a"]]
     assert row["final test_acc"] == pytest.approx(0.8) and row["best test_acc"] == pytest.approx(0.85)
     assert row["final test_loss"] == pytest.approx(0.5) and row["best test_loss"] == pytest.approx(0.5)
-    assert row["epochs"] == 2
+    assert row[V.EPOCHS_TRAINED] == 2
 
 
 def test_a_foreign_run_says_which_curves_are_missing_and_what_it_has(ids, use_module_store):

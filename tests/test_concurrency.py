@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, all_runs
 from training import contract as C
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_two_grids_and_a_dashboard_reader_share_one_store(tmp_path, monkeypatch)
 
     c = MlflowClient(uri)
     exps = [c.get_experiment_by_name(n).experiment_id for n in ("left", "right")]
-    children = [r for r in c.search_runs(exps, max_results=100) if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
+    children = [r for n in ("left", "right") for r in all_runs(uri, n) if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
     assert len(children) == 12 and all(r.info.status == "FINISHED" for r in children)
     for r in children:
         for key in C.EPOCH_METRICS + (C.grad_norm_key("fc1"), C.dead_fraction_key("fc1")):

@@ -9,16 +9,14 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port, wait_http
+from tests.conftest import REPO, all_runs, free_port, start_server
 from training import contract as C
 
 pytestmark = pytest.mark.slow
 
 
 def _children(uri):
-    c = MlflowClient(uri)
-    exps = [e.experiment_id for e in c.search_experiments()]
-    return [r for r in c.search_runs(exps, max_results=1000) if r.data.tags.get(C.TAG_PARENT_RUN_ID)] if exps else []
+    return [r for r in all_runs(uri) if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
 
 
 def test_sigterm_mid_grid_kills_open_runs_and_a_rerun_finishes_only_the_rest(tmp_path):
@@ -80,26 +78,6 @@ def test_a_tracking_server_that_is_down_is_a_clear_error_before_training(tmp_pat
     assert "Traceback" not in result.stderr and time.time() - start < 60
 
 
-def _start_server(store, port):
-    """A real `mlflow server` on a SQLite store, in its own process group so it can be killed whole."""
-    log = open(store / f"server-{time.time_ns()}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}/db.sqlite",
-         "--artifacts-destination", str(store / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-    return proc
-
-
-def _stop_server(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: uvicorn workers too, the way a crashed host goes
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=20)
-
-
 class _ServedStore:
     """A real tracking server for one test, the commands the test starts against it, and their output.
 
@@ -117,10 +95,15 @@ class _ServedStore:
         self.start()
 
     def start(self) -> None:
-        self.server = _start_server(self.tmp_path, self.port)
+        """A real `mlflow server` on a SQLite store, in its own process group so `stop` can kill it whole."""
+        store = self.tmp_path
+        self.server = start_server(
+            ["-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}/db.sqlite", "--artifacts-destination",
+             str(store / "art"), "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+            store / f"server-{time.time_ns()}.log", ready="/health", port=self.port, cwd=store, own_group=True)
 
     def stop(self) -> None:
-        _stop_server(self.server)
+        self.server.kill()  # uvicorn workers too, the way a crashed host goes
 
     def launch(self, *module_args: str):
         """`python -m <module_args>` in the background; returns it and the file its stderr goes to."""
@@ -132,6 +115,12 @@ class _ServedStore:
                                     stdout=out_f, stderr=err_f)
         self.commands.append(proc)
         return proc, err_path
+
+    def launch_grid(self, text: str, *options: str):
+        """`python -m training.grid` on a grid file holding `text`; returns it, its stderr file and the grid file."""
+        grid = self.tmp_path / "g.yaml"
+        grid.write_text(textwrap.dedent(text))
+        return (*self.launch("training.grid", str(grid), *options), grid)
 
     def close(self) -> None:
         for proc in self.commands:
@@ -154,10 +143,8 @@ def _wait_while_running(proc, err_path, ready, timeout: float, what: str) -> Non
 
 def _epochs_logged(uri: str, experiment: str) -> list:
     """The first run of the experiment's test_acc history (epoch 0 is the untrained net); [] before it exists."""
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return client.get_metric_history(runs[0].info.run_id, C.TEST_ACC) if runs else []
+    runs = all_runs(uri, experiment)
+    return MlflowClient(uri).get_metric_history(runs[0].info.run_id, C.TEST_ACC) if runs else []
 
 
 def _finish(proc, err_path, timeout: float, code: int) -> tuple[str, str]:
@@ -183,8 +170,7 @@ def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epo
     # Epoch 0 (untrained) and at least one trained epoch.
     _wait_while_running(trainer, err_path, lambda: len(_epochs_logged(uri, "lost")) >= 2, 120,
                         "the trainer logged no epoch in time")
-    client = MlflowClient(uri)
-    run_id = client.search_runs([client.get_experiment_by_name("lost").experiment_id])[0].info.run_id
+    run_id = all_runs(uri, "lost")[0].info.run_id
 
     served_store.stop()
     lost_at = time.time()
@@ -203,24 +189,22 @@ def test_a_tracking_server_lost_mid_run_is_a_clear_error_soon_and_the_logged_epo
 
 
 @pytest.mark.parametrize("served_store", [5], indirect=True)
-def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_every_config(served_store, tmp_path):
-    grid = tmp_path / "g.yaml"
+def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_every_config(served_store):
     # Two cohorts, trained most steps first: bs 10 (4,000 steps in 20 epochs) finishes before the
     # server goes; bs 50 (3,000 steps, but 75 epochs of evaluation and logging) is cut off.
-    grid.write_text(textwrap.dedent("""
+    proc, err_path, grid = served_store.launch_grid("""
         experiment: lost-grid
         base: {sizes: [784, 16, 10], activation: relu, loss: cross_entropy, lr: 0.1, train_size: 2000,
                snapshot_every: 25}
         runs:
           - {batch_size: 10, epochs: 20}
           - {batch_size: 50, epochs: 75}
-    """))
+    """)
     uri = served_store.uri
-    proc, err_path = served_store.launch("training.grid", str(grid))
 
     def second_cohort_under_way():  # the first cohort finished and the second has logged epochs 0 and 1
         runs = {r.data.params.get("batch_size"): r for r in _children(uri)}
-        return "10" in runs and runs["10"].info.status == "FINISHED" and "50" in runs and \
+        return "10" in runs and runs["10"].info.status == C.STATUS_FINISHED and "50" in runs and \
             len(MlflowClient(uri).get_metric_history(runs["50"].info.run_id, C.TEST_ACC)) >= 2
     _wait_while_running(proc, err_path, second_cohort_under_way, 180,
                         "the grid did not reach its second cohort in time")
@@ -239,16 +223,14 @@ def test_a_grid_that_loses_its_server_says_so_in_one_line_and_a_rerun_finishes_e
 
 
 @pytest.mark.parametrize("served_store", [5], indirect=True)
-def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(served_store, tmp_path):
-    grid = tmp_path / "g.yaml"
-    grid.write_text(textwrap.dedent("""
+def test_a_grid_on_ray_that_loses_its_server_ends_in_the_same_one_line(served_store):
+    proc, err_path, _ = served_store.launch_grid("""
         experiment: lost-ray
         base: {sizes: [784, 16, 10], activation: relu, loss: cross_entropy, lr: 0.1, train_size: 2000,
                batch_size: 50, epochs: 100, snapshot_every: 25}
         runs: [{seed: 0}]
-    """))
+    """, "--ray")
     uri = served_store.uri
-    proc, err_path = served_store.launch("training.grid", str(grid), "--ray")
     def task_logged_two_epochs():  # the Ray task's child run has logged epochs 0 and 1
         runs = _children(uri)
         return bool(runs) and len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, C.TEST_ACC)) >= 2
@@ -289,5 +271,5 @@ def test_ctrl_c_while_the_server_is_lost_stops_in_seconds_not_after_the_retry_bu
 ])
 def test_a_broken_or_refused_connection_counts_as_a_lost_server_and_a_refusal_by_the_server_does_not(message, lost):
     from mlflow.exceptions import MlflowException
-    from training.tracking import _lost_connection
-    assert _lost_connection(MlflowException(message)) is lost
+    from training.store_connection import lost_connection
+    assert lost_connection(MlflowException(message)) is lost

@@ -1,5 +1,9 @@
 """Grid files expand to validated configs and run as nested, resumable, failure-isolated MLflow runs."""
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import REPO, all_runs, sqlite_uri
 from training import contract as C
 from training.config import ConfigError
 from training.grid import main as grid_main
 from training.gridfile import load_grid
-from training.tracking import tracking_uri
+from training.location import tracking_uri
 from training.train import main as train_main
 
 QUICK = "training/grids/quick.yaml"
@@ -24,9 +29,10 @@ def write(tmp_path, text, name="g.yaml"):
     return path
 
 
-def all_runs():
-    c = MlflowClient(tracking_uri())
-    return c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
+def store_is_untouched(uri: str) -> bool:
+    """No run in the SQLite store at `uri`; checked without creating it when nothing ever wrote there."""
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return not db.exists() or all_runs(uri) == []
 
 
 def history(run_id, key=C.TEST_ACC):
@@ -63,12 +69,29 @@ def test_grid_and_runs_expand_over_base(tmp_path):
     ("sweep: {lr: [1.0]}", "unknown top-level key 'sweep'"),
     ("runs: [{lr: 1.0}, {lr: 1.0}]", "trains the same thing as config 1"),
 ])
-def test_a_bad_grid_fails_before_any_run_with_one_line_naming_the_key(tmp_path, capsys, text, expected):
+def test_a_bad_grid_file_is_one_config_error_naming_the_file_and_the_key(tmp_path, text, expected):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
         load_grid(path)
     assert expected in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
-    assert all_runs() == []
+
+
+@pytest.mark.parametrize("text, named", [
+    ("grid: {lr: [1.0]}\nbase: {colour: red}", "unknown key 'colour'"),
+    ("grid: {lr: [1.0]}\nruns: [{epochs: 0}]", "epochs=0 must be at least 1"),
+    ("grid: {lr: [1.0]\nruns: [", "YAML syntax error at line 2"),
+])
+def test_a_bad_grid_fails_before_any_run_with_one_line_naming_the_key(tmp_path, text, named):
+    path = write(tmp_path, text)
+    (tmp_path / "store").mkdir()
+    uri = sqlite_uri(tmp_path / "store")
+    result = subprocess.run([sys.executable, "-m", "training.grid", str(path)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # one line, no traceback
+    assert result.stderr.startswith(f"error: {path}: ") and named in result.stderr
+    assert result.stdout == ""
+    assert store_is_untouched(uri)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -87,12 +110,17 @@ def test_the_grid_parser_only_ever_raises_config_errors(tmp_path, doc):
         assert spec.configs
 
 
+@pytest.mark.slow
 def test_quick_grid_nests_children_under_one_parent_and_a_rerun_trains_nothing(capsys):
     assert grid_main([QUICK]) == 0
     runs = all_runs()
-    parents = [r for r in runs if r.data.tags.get(C.TAG_GRID_PARENT) == "true"]
+    parents = [r for r in runs if r.data.tags.get(C.TAG_GRID_PARENT) == C.TRUE]
     children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == 4 and parents[0].info.status == C.STATUS_FINISHED
+    assert parents[0].data.params[C.PARAM_N_CONFIGS] == "4"
+    c = MlflowClient(tracking_uri())
+    grid_file = c.download_artifacts(parents[0].info.run_id, C.GRID_FILE_ARTIFACT)
+    assert Path(grid_file).read_text() == Path(REPO / QUICK).read_text()
     assert all(r.data.tags[C.TAG_PARENT_RUN_ID] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" and r.data.tags[C.TAG_GRID_NAME] == "quick" for r in children)
     assert len({r.data.tags[C.TAG_CONFIG_HASH] for r in children}) == 4
@@ -104,6 +132,7 @@ def test_quick_grid_nests_children_under_one_parent_and_a_rerun_trains_nothing(c
     assert "nothing to train" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_diverging_config_fails_alone_and_the_grid_says_which(tmp_path, capsys):
     path = write(tmp_path, """
         experiment: divergence
@@ -123,6 +152,7 @@ def test_a_diverging_config_fails_alone_and_the_grid_says_which(tmp_path, capsys
     assert sorted(r.data.params["lr"] for r in children) == ["0.1", "10000.0", "10000.0"]
 
 
+@pytest.mark.slow
 def test_vectorised_grid_matches_each_config_trained_alone(tmp_path):
     path = write(tmp_path, """
         experiment: equivalence
@@ -135,13 +165,13 @@ def test_vectorised_grid_matches_each_config_trained_alone(tmp_path):
         train_main(["--sizes", "784,20,10", "--activation", "sigmoid", "--loss", "mse", "--epochs", "2",
                     "--train-size", "3000", "--batch-size", "10", "--lr", lr, "--seed", seed,
                     "--momentum", momentum, "--experiment", "alone"])
-        alone = [r for r in all_runs() if r.data.params.get("experiment") == "alone"
-                 and r.data.params["lr"] == lr][0]
+        alone = [r for r in all_runs(experiment="alone") if r.data.params["lr"] == lr][0]
         a, b = history(alone.info.run_id), history(children[lr])
         assert len(a) == len(b) == 3
         assert np.abs(np.array(a) - np.array(b)).max() <= 0.001, (lr, a, b)
 
 
+@pytest.mark.slow
 def test_two_workers_write_one_sqlite_store_without_losing_a_metric(tmp_path):
     path = write(tmp_path, """
         experiment: workers
@@ -162,4 +192,4 @@ def test_dry_run_prints_the_expanded_configs_and_trains_nothing(capsys):
     assert grid_main([QUICK, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 configs" in out and "nothing trained" in out
-    assert all_runs() == []
+    assert store_is_untouched(tracking_uri())

@@ -136,22 +136,46 @@ def test_one_snapshot_is_not_enough():
         L.loss_landscape(MLP, [snapshot_of(MLP, 0)], [0], x, y)
 
 
-def test_config_from_mlflow_params():
-    assert L.config_from_params({"arch": "mlp-784-20-10-sigmoid", "sizes": "784,20,10", "activation": "sigmoid",
-                                 "loss": "mse", "lr": "3.0"}).sizes == (784, 20, 10)
-    assert L.config_from_params({"arch": "cnn-relu", "sizes": "cnn", "activation": "relu",
-                                 "loss": "cross_entropy"}).arch == "cnn"
+def test_a_runs_params_give_the_config_the_landscape_rebuilds_old_and_new():
+    old = {"arch": "mlp-784-20-10-sigmoid", "sizes": "784,20,10", "activation": "sigmoid", "loss": "mse", "lr": "3.0"}
+    assert RunConfig.from_params(old).sizes == (784, 20, 10) and RunConfig.from_params(old).arch == "mlp"
+    cnn = {"arch": "cnn-relu", "sizes": "cnn", "activation": "relu", "loss": "cross_entropy"}
+    assert RunConfig.from_params(cnn).arch == "cnn"
+    assert RunConfig.from_params(CNN.as_params()) == CNN
+
+
+def test_the_first_training_images_read_from_the_raw_files_are_the_loaded_ones():
+    from dashboard.run_data import train_prefix
+    from training.data import load
+    full = load()
+    for n in (1, 300, 1000):
+        x, y = train_prefix(n)
+        assert x.dtype == full.train_x.dtype and y.dtype == full.train_y.dtype
+        assert torch.equal(x, full.train_x[:n]) and torch.equal(y, full.train_y[:n])
+
+
+def test_training_images_are_refused_when_a_file_is_altered(tmp_path):
+    import shutil
+
+    from dashboard.run_data import train_prefix
+    from training.data import DataError, data_root, raw_dir
+    shutil.copytree(raw_dir(data_root()), raw_dir(tmp_path))
+    images = raw_dir(tmp_path) / "train-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 1  # one pixel of the last image: outside the prefix read, still caught by the checksum
+    images.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        train_prefix(10, tmp_path)
 
 
 def test_a_real_runs_landscape_descends_along_its_path(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     from dashboard import store
-    from training.data import load
+    from dashboard.run_data import train_prefix
     rid = trained_store.run_ids["relu"]
-    config = L.config_from_params(store.get_run(rid).data.params)
+    config = RunConfig.from_params(store.get_run(rid).data.params)
     epochs = store.snapshot_epochs(rid)
-    d = load()
-    x, y = d.train_x[:300], d.train_y[:300]
+    x, y = train_prefix(300)
     ls = L.loss_landscape(config, [store.load_snapshot(rid, e) for e in epochs], epochs, x, y, resolution=5)
     assert ls.loss.shape == (5, 5) and np.isfinite(ls.loss).all()
     assert ls.path_loss[-1] < ls.path_loss[0]  # training lowered the training loss

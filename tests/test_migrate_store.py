@@ -5,22 +5,17 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sqlite_uri
+from tests.conftest import all_runs, sqlite_uri
 from training import contract as C
 from training.errors import UserError
 from training.grid import main as grid_main
-from training.migrate_store import TAG_SOURCE_RUN, main as migrate_main, migrate
+from training.migrate_store import main as migrate_main, migrate
 
 GRID = """
     experiment: moving
     base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 2, train_size: 500}
     grid: {seed: [0, 1]}
 """
-
-
-def runs_of(uri: str) -> list:
-    c = MlflowClient(uri)
-    return c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
 
 
 def copied_store(tmp_path, monkeypatch) -> tuple[str, str]:
@@ -40,9 +35,9 @@ def copied_store(tmp_path, monkeypatch) -> tuple[str, str]:
 def test_a_migrated_store_holds_every_run_nested_with_histories_snapshots_and_models(tmp_path, monkeypatch, capsys):
     src_uri, dst_uri = copied_store(tmp_path, monkeypatch)
     src, dst = MlflowClient(src_uri), MlflowClient(dst_uri)
-    before, after = runs_of(src_uri), runs_of(dst_uri)
+    before, after = all_runs(src_uri), all_runs(dst_uri)
     assert len(before) == len(after) == 3
-    by_source = {r.data.tags[TAG_SOURCE_RUN]: r for r in after}
+    by_source = {r.data.tags[C.TAG_SOURCE_RUN]: r for r in after}
     assert by_source.keys() == {r.info.run_id for r in before}
     copy_ids = {r.info.run_id for r in after}
 
@@ -52,7 +47,7 @@ def test_a_migrated_store_holds_every_run_nested_with_histories_snapshots_and_mo
         assert (new.info.start_time, new.info.end_time) == (old.info.start_time, old.info.end_time)
         assert new.data.params == old.data.params
         assert new.data.metrics == old.data.metrics
-        tags = {k: v for k, v in new.data.tags.items() if k not in (TAG_SOURCE_RUN, C.TAG_PARENT_RUN_ID)}
+        tags = {k: v for k, v in new.data.tags.items() if k not in (C.TAG_SOURCE_RUN, C.TAG_PARENT_RUN_ID)}
         assert tags == {k: v for k, v in old.data.tags.items() if k != C.TAG_PARENT_RUN_ID}
         if C.TAG_PARENT_RUN_ID in old.data.tags:  # children point at the parent's copy, not the old id
             assert new.data.tags[C.TAG_PARENT_RUN_ID] in copy_ids
@@ -85,7 +80,7 @@ def test_a_migrated_store_holds_every_run_nested_with_histories_snapshots_and_mo
     # A second migration copies nothing new.
     capsys.readouterr()
     assert migrate(src_uri, dst_uri) == {"moving": 0}
-    assert len(runs_of(dst_uri)) == 3
+    assert len(all_runs(dst_uri)) == 3
     assert "0 run(s) copied, 3 already there" in capsys.readouterr().out
 
 

@@ -3,10 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from dashboard import neuron_data as D
+from dashboard import neuron_stats as S
 from dashboard import store
+from dashboard.neuron_activations import compute_activations
+from dashboard.neuron_target import resolve, run_config
 from dashboard.analytics import neurons as N
 from dashboard.store import StoreError
+from dashboard.views.unit_panels import report
 from training import contract as C
 
 
@@ -32,8 +35,8 @@ def writeup_c_run(tmp_path_factory):
         sink = MlflowSink(client(), [cfg], data)
         sink.finish(train_cohort([cfg], data, sink).params)
         run_id = sink.run_ids[0]
-        target = D.resolve(run_id, 1)
-        yield uri, run_id, target, D.layer_stats(target)
+        target = resolve(run_id, 1)
+        yield uri, run_id, target, S.layer_stats(target)
 
 
 @pytest.mark.slow
@@ -42,7 +45,7 @@ def test_a_writeup_c_run_has_class_selective_and_feature_selective_units(writeup
     assert t.epoch == 3 and t.units == 20
     assert any(v.startswith("class-selective (digit ") for v in stats.verdicts), stats.verdicts
     assert "feature-selective" in stats.verdicts, stats.verdicts
-    _, labels = D.test_images()
+    _, labels = S.test_images()
     for u, v in enumerate(stats.verdicts):
         if v.startswith("class-selective"):
             d = int(v.rstrip(")").split()[-1])
@@ -54,7 +57,7 @@ def test_a_writeup_c_run_has_class_selective_and_feature_selective_units(writeup
 def test_a_units_top_8_are_its_8_highest_activations_on_the_test_set(writeup_c_run, monkeypatch):
     uri, run_id, t, stats = writeup_c_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    images, _ = D.test_images()
+    images, _ = S.test_images()
     # Recompute one unit by hand from the snapshot: sigmoid(W x + b) on all 10,000 test images.
     snap = store.load_snapshot(run_id, t.epoch)
     w, b = snap[C.weight_key("fc1")], snap[C.bias_key("fc1")]
@@ -73,11 +76,11 @@ def test_a_cnn_channels_activation_is_the_spatial_max_and_conv1_alone_matches_th
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     rid = trained_store.run_ids["cnn"]
     run = store.get_run(rid)
-    config = D.run_config(run)
+    config = run_config(run)
     snap = store.load_snapshot(rid, store.snapshot_epochs(rid)[-1])
-    x = D._test_inputs()[0][:300]
-    alone = D.compute_activations(config, snap, x, upto=1)[0].acts
-    full = D.compute_activations(config, snap, x)
+    x = S.test_inputs()[:300]
+    alone = compute_activations(config, snap, x, upto=1)[0].acts
+    full = compute_activations(config, snap, x)
     np.testing.assert_allclose(alone, full[0].acts, atol=1e-6)
     kernel = torch.from_numpy(snap[C.weight_key("conv1")][:1])
     fmap = torch.relu(torch.nn.functional.conv2d(x.reshape(-1, 1, 28, 28), kernel,
@@ -86,16 +89,31 @@ def test_a_cnn_channels_activation_is_the_spatial_max_and_conv1_alone_matches_th
     assert [a.acts.shape[1] for a in full] == [16, 32]
 
 
+def reference_matching(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit of a's Hungarian partner in b and their correlation, from np.corrcoef and scipy directly."""
+    from scipy.optimize import linear_sum_assignment
+    corr = np.nan_to_num(np.corrcoef(a.T, b.T)[:a.shape[1], a.shape[1]:])  # a constant unit correlates 0
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    return cols[np.argsort(rows)], corr[rows, cols][np.argsort(rows)]
+
+
 def test_matching_two_seeds_of_one_architecture_is_one_to_one(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    t = D.resolve(trained_store.run_ids["sigmoid"], 1)
-    m = D.best_match(t, 3, trained_store.run_ids["sigmoid_b"])
-    assert 0 <= m.unit < 20 and -1 <= m.corr <= 1 and m.method.startswith("one-to-one")
-    match, corr, _ = D._matching(t.run_id, trained_store.run_ids["sigmoid_b"], 1, t.epoch, m.other.epoch, False)
-    assert sorted(match.tolist()) == list(range(20))
+    t = resolve(trained_store.run_ids["sigmoid"], 1)
+    other = trained_store.run_ids["sigmoid_b"]
+    m = S.best_match(t, 3, other)
+    assert m.method.startswith("one-to-one") and m.other.run_id == other and m.other.epoch == t.epoch
+    a, b = S.layer_stats(t).acts, S.layer_stats(m.other).acts
+    expected_match, expected_corr = reference_matching(a, b)
+    assert m.unit == expected_match[3]
+    assert m.corr == pytest.approx(expected_corr[3], abs=1e-6)
+    assert m.corr == pytest.approx(np.corrcoef(a[:, 3], b[:, m.unit])[0, 1], abs=1e-6)
+    match, corr, _ = S.matching(t.run_id, other, 1, t.epoch, m.other.epoch, False)
+    np.testing.assert_array_equal(match, expected_match)
+    np.testing.assert_allclose(corr, expected_corr, atol=1e-6)
     # A run matched with itself finds every unit's own twin, at r = 1.
-    self_match, self_corr, _ = N.match_units(D.layer_stats(t).acts, D.layer_stats(t).acts)
-    live = ~D.layer_stats(t).dead
+    self_match, self_corr, _ = N.match_units(a, a)
+    live = ~S.layer_stats(t).dead
     np.testing.assert_array_equal(self_match[live], np.arange(20)[live])
     np.testing.assert_allclose(self_corr[live], 1.0, atol=1e-6)
 
@@ -103,11 +121,15 @@ def test_matching_two_seeds_of_one_architecture_is_one_to_one(trained_store, mon
 def test_runs_offered_for_comparison_share_the_layers_up_to_the_unit(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     ids = trained_store.run_ids
-    offered = [o["value"] for o in D.comparable_runs(D.resolve(ids["sigmoid"], 1))]
+    options = S.comparable_runs(resolve(ids["sigmoid"], 1))
+    offered = [o["value"] for o in options]
     assert ids["sigmoid_b"] in offered and ids["relu"] in offered  # both start with fc1: 784 -> hidden
     assert ids["sigmoid"] not in offered and ids["cnn"] not in offered and ids["foreign"] not in offered
     assert offered[0] == ids["sigmoid_b"]  # the same architecture comes first
-    deeper = [o["value"] for o in D.comparable_runs(D.resolve(ids["relu"], 2))]
+    labels = {o["value"]: o["label"] for o in options}  # each says its architecture, from the arch_label param
+    assert " · mlp-784-20-10-sigmoid · " in labels[ids["sigmoid_b"]]
+    assert " · mlp-784-16-16-10-relu · " in labels[ids["relu"]]
+    deeper = [o["value"] for o in S.comparable_runs(resolve(ids["relu"], 2))]
     assert deeper == []  # no other run has fc1 -> fc2 hidden
 
 
@@ -122,39 +144,36 @@ def test_runs_offered_for_comparison_share_the_layers_up_to_the_unit(trained_sto
 def test_bad_addresses_are_one_line_messages(trained_store, monkeypatch, layer, epoch, unit, message):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     with pytest.raises(StoreError, match=message):
-        D.resolve(trained_store.run_ids["sigmoid"], layer, epoch, unit)
+        resolve(trained_store.run_ids["sigmoid"], layer, epoch, unit)
 
 
 def test_runs_without_neurons_say_why(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     with pytest.raises(StoreError, match="not logged by MNIST Lab's trainer"):
-        D.resolve(trained_store.run_ids["foreign"], 1)
+        resolve(trained_store.run_ids["foreign"], 1)
     with pytest.raises(StoreError, match="is not in the store"):
-        D.resolve("0" * 32, 1)
+        resolve("0" * 32, 1)
     with pytest.raises(StoreError, match="is not a run id"):
-        D.resolve("../../etc", 1)
+        resolve("../../etc", 1)
 
 
-def test_the_report_is_one_self_contained_page_with_the_name_as_text(trained_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    rid = trained_store.run_ids["relu"]
+def test_names_and_notes_are_read_from_the_layers_neuron_tags_only(trained_store_copy):
+    rid = trained_store_copy.run_ids["relu"]
+    store.set_neuron_label(rid, 2, 5, name="loop", note="a & b")
+    client = store.client()
+    client.set_tag(rid, C.neuron_tag_prefix(2) + "5.colour", "red")  # not a name or a note
+    client.set_tag(rid, C.neuron_tag_prefix(2) + "x.name", "no unit")
+    client.set_tag(rid, C.neuron_name_tag(12, 5), "layer 12, not layer 1 or 2")
+    assert S.neuron_labels(rid, 2) == {5: {"name": "loop", "note": "a & b"}}
+    assert S.neuron_labels(rid, 1) == {}
+
+
+def test_the_report_is_one_self_contained_page_with_the_name_as_text(trained_store_copy):
+    rid = trained_store_copy.run_ids["relu"]
     store.set_neuron_label(rid, 2, 5, name="<script>alert(1)</script>", note="a & b")
-    report = D.report_html(D.resolve(rid, 2, None, 5), 5)
-    assert "<script>" not in report and "&lt;script&gt;alert(1)&lt;/script&gt;" in report
-    assert "a &amp; b" in report
-    assert report.count("data:image/png;base64,") == 1 + 8  # top-k mean (deeper layer: no heatmap) + top 8
-    assert "SI " in report and "<svg" in report
-    assert "<script" not in report.lower() and "src=\"http" not in report  # no scripts, nothing fetched
-
-
-def test_png_tiles_are_valid_pngs_with_the_right_size_and_colours():
-    import zlib
-    rgb = D.diverging_rgb(np.array([[-1.0, 0.0, 1.0]]), 1.0)
-    assert rgb[0, 0].tolist() == [103, 0, 31] and rgb[0, 1].tolist() == [247, 247, 247]  # red -, white 0
-    assert rgb[0, 2].tolist() == [5, 48, 97]  # blue +
-    png = D.png_bytes(rgb, scale=2)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (6, 2)
-    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
-    assert len(zlib.decompress(idat)) == height * (1 + width * 3)
+    page = report(resolve(rid, 2, None, 5), 5)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &amp; b" in page
+    assert page.count("data:image/png;base64,") == 1 + 8  # top-k mean (deeper layer: no heatmap) + top 8
+    assert "SI " in page and "<svg" in page
+    assert "<script" not in page.lower() and "src=\"http" not in page  # no scripts, nothing fetched

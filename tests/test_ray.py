@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, sqlite_uri
+from tests.conftest import REPO, all_runs, sqlite_uri
 from training import contract as C
 from training.grid import main as grid_main
-from training.tracking import tracking_uri
+from training.location import tracking_uri
 
 QUICK = "training/grids/quick.yaml"
 
@@ -17,11 +17,10 @@ QUICK = "training/grids/quick.yaml"
 def children_by_hash() -> dict[str, list[float]]:
     """config hash -> per-epoch test_acc, for every grid child in the current store."""
     c = MlflowClient(tracking_uri())
-    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
     out = {}
-    for r in runs:
+    for r in all_runs():
         if r.data.tags.get(C.TAG_PARENT_RUN_ID):
-            assert r.info.status == "FINISHED"
+            assert r.info.status == C.STATUS_FINISHED
             hist = sorted(c.get_metric_history(r.info.run_id, C.TEST_ACC), key=lambda m: m.step)
             assert [m.step for m in hist] == list(range(len(hist)))
             out[r.data.tags[C.TAG_CONFIG_HASH]] = [m.value for m in hist]

@@ -1,4 +1,4 @@
-"""Run detail figures: pure builders over arrays, plus the page's data helpers over a real store."""
+"""Run detail figures: pure builders over arrays, plus the page's loader (dashboard.run_data) over a real store."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,7 +163,6 @@ def non_empty(fig):
 def test_every_figure_builds_from_a_real_runs_data(trained_store, monkeypatch, kind):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     from dashboard import store
-    from dashboard.analytics.landscape import config_from_params
     rid = trained_store.run_ids[kind]
     run = store.get_run(rid)
     layers, params = store.layer_names(run), run.data.params
@@ -184,10 +183,67 @@ def test_every_figure_builds_from_a_real_runs_data(trained_store, monkeypatch, k
         V.confusion_figure(V.confusion_matrix(pred, labels), epochs[-1]),
         V.image_grid_figure(images[wrong], labels[wrong], pred[wrong], conf[wrong]),
         V.architecture_figure(V.architecture_rows(
-            layers_of(config_from_params(params)),
+            layers_of(RunConfig.from_params(params)),
             params["activation"], params["loss"])),
     ]
     assert all(non_empty(f) for f in figures)
     assert V.confusion_matrix(pred, labels).sum() == 10000
     assert (pred[wrong] != labels[wrong]).all() and len(wrong) > 0
     assert V.missing_parts(params, run.data.metrics, layers, epochs) == []
+
+
+@pytest.fixture
+def real_store(trained_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
+    return trained_store
+
+
+def test_the_overview_of_a_contract_run_has_every_curve_its_model_and_its_checks(real_store):
+    from dashboard import run_data, store
+    rid = real_store.run_ids["relu"]
+    o = run_data.overview(rid)
+    assert set(o.progress()) == set(run_data.PROGRESS_KEYS) and o.other_metrics == {}
+    assert list(o.grad_norms()) == o.layers == store.layer_names(store.get_run(rid)) == ["fc1", "fc2", "fc3"]
+    assert list(o.dead()) == ["fc1", "fc2"]
+    assert [l.name for l in o.model] == o.layers and o.model_problem == "" and o.health_problem == ""
+    for key, df in o.histories.items():
+        assert df.equals(store.metric_history(rid, key))
+
+
+def test_the_overview_of_another_tools_run_shows_its_own_metrics_and_says_why_there_is_no_model(real_store):
+    from dashboard import run_data
+    o = run_data.overview(real_store.run_ids["foreign"])
+    assert o.model is None and "no arch, sizes, activation, loss param" in o.model_problem
+    assert list(o.other_metrics) == ["accuracy"] and o.histories == {} and o.warnings == []
+
+
+def test_epoch_data_is_the_asked_snapshot_with_the_test_sets_predictions(real_store):
+    from dashboard import run_data, store
+    rid = real_store.run_ids["sigmoid"]
+    d = run_data.epoch_data(rid, 1)
+    assert (d.epoch, d.first_epoch) == (1, 0)
+    np.testing.assert_array_equal(d.snapshot[C.PRED_CLASS], store.load_snapshot(rid, 1)[C.PRED_CLASS])
+    np.testing.assert_array_equal(d.first[C.weight_key("fc1")], store.load_snapshot(rid, 0)[C.weight_key("fc1")])
+    assert len(d.predictions.pred) == len(d.predictions.labels) == 10000
+    assert run_data.epoch_data(rid, 99).epoch == 2  # an epoch without a snapshot: the last one
+    assert run_data.epoch_data(rid, 0).first is None  # the first epoch is its own reference
+    assert run_data.epoch_data(real_store.run_ids["foreign"], None) is None
+
+
+def test_a_finished_runs_landscape_is_computed_once_and_kept_until_the_caches_are_cleared(real_store):
+    from dashboard import cache, run_data
+    rid = real_store.run_ids["sigmoid"]
+    cache.clear()
+    assert run_data.ready_landscape(rid) is None
+    ls = run_data.run_landscape(rid)
+    assert ls.n_images == run_data.LANDSCAPE_IMAGES["mlp"] and ls.loss.shape == (21, 21)
+    assert run_data.ready_landscape(rid) is ls and run_data.run_landscape(rid) is ls
+    cache.clear()
+    assert run_data.ready_landscape(rid) is None
+
+
+def test_another_tools_run_has_no_landscape_and_says_why_in_one_line(real_store):
+    from dashboard import run_data
+    from training.config import ConfigError
+    with pytest.raises(ConfigError, match="not a run of MNIST Lab's trainer"):
+        run_data.run_landscape(real_store.run_ids["foreign"])

@@ -79,6 +79,17 @@ def test_table_rows_count_a_running_runs_duration_up_to_now(frame, ids):
     assert not V.any_running(frame[frame["status"] != "RUNNING"])
 
 
+def test_table_rows_carry_the_architecture_label_of_old_and_new_runs(frame, ids, use_module_store):
+    new = log_contract_run("new style", {"test_acc": [0.1, 0.5]},
+                           {"arch": "mlp", "arch_label": "mlp-784-30-10-relu", "sizes": "784,30,10"}, experiment="labels")
+    old = log_contract_run("old style", {"test_acc": [0.1, 0.5]}, {"arch": "mlp-784-20-10-tanh"}, experiment="labels")
+    exp = MlflowClient(use_module_store).get_experiment_by_name("labels").experiment_id
+    rows = {r["run_id"]: r for r in V.table_rows(V.load_runs(exp))}
+    assert rows[new]["arch_label"] == "mlp-784-30-10-relu"
+    assert rows[old]["arch_label"] == "mlp-784-20-10-tanh"  # logged before arch_label: the label is in arch
+    assert next(r for r in V.table_rows(frame) if r["run_id"] == ids["foreign"])["arch_label"] is None
+
+
 def test_group_children_keeps_sorted_order_within_each_level():
     rows = [{"run_id": "c1", "parent": "p"}, {"run_id": "x", "parent": None}, {"run_id": "p", "parent": None},
             {"run_id": "c2", "parent": "p"}]
@@ -87,6 +98,14 @@ def test_group_children_keeps_sorted_order_within_each_level():
 
 def test_varying_params_are_sweep_axes_only(frame):
     assert V.varying_params(frame) == ["activation", "batch_size", "lr", "seed"]  # not run_name, arch, sha256.*
+
+
+def test_a_new_runs_arch_and_its_descriptions_are_never_sweep_axes():
+    rows = [{"run_id": str(i), "status": "FINISHED", "final_test_acc": 0.9, "params.arch": arch,
+             "params.sizes": sizes, "params.arch_label": label, "params.n_params": n, "params.lr": "3.0"}
+            for i, (arch, sizes, label, n) in enumerate([("mlp", "784,30,10", "mlp-784-30-10-sigmoid", "23860"),
+                                                         ("cnn", "cnn", "cnn-relu", "12810")])]
+    assert V.varying_params(pd.DataFrame(rows)) == ["sizes"]
 
 
 def test_default_heatmap_axes_are_lr_and_batch_size_as_in_write_up_c():

@@ -12,52 +12,24 @@ import pytest
 import requests
 
 from dashboard import cache
-from tests.conftest import REPO, assert_no_dash_errors, free_port
+from tests.conftest import REPO, assert_no_dash_errors, free_port, start_server
 
 AUTH = ("ann", "correct horse battery staple")
 FIGURES = 10  # the run page's figure sections (tests/test_browser_run_detail.py)
 
 
-class Served:
-    def __init__(self, proc, url, cache_dir, first_lines):
-        self.proc, self.url, self.cache_dir, self.first_lines = proc, url, cache_dir, first_lines
+def serve(tmp_path, tracking_uri, *, host="127.0.0.1", workers=2, auth=None):
+    """Start `python -m dashboard.serve` and wait until it answers (any status: with a login it is 401).
 
-
-def serve(tmp_path, tracking_uri, *, host="127.0.0.1", workers=2, auth=None) -> Served:
-    """Start `python -m dashboard.serve` and wait until it answers (any status: with a login it is 401)."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO),
-           "DASHBOARD_CACHE_DIR": str(tmp_path / "cache")}
-    for name in ("DASHBOARD_USER", "DASHBOARD_PASSWORD"):
-        env.pop(name, None)
-    if auth:
-        env.update(DASHBOARD_USER=auth[0], DASHBOARD_PASSWORD=auth[1])
-    log = open(tmp_path / f"serve-{port}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--host", host, "--port", str(port),
-                             "--workers", str(workers)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            requests.get(url + "/", timeout=5)
-            break
-        except requests.RequestException:
-            assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()[-3000:]
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("gunicorn did not answer within 120 s")
-    log.seek(0)
-    return Served(proc, url, tmp_path / "cache", log.read())
-
-
-def stop(served: Served) -> None:
-    served.proc.terminate()
-    try:
-        served.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        served.proc.kill()
+    The server's `cache_dir` is its own; an empty DASHBOARD_USER/PASSWORD is the same as unset.
+    """
+    login = {"DASHBOARD_USER": auth[0], "DASHBOARD_PASSWORD": auth[1]} if auth else \
+        {"DASHBOARD_USER": "", "DASHBOARD_PASSWORD": ""}
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "DASHBOARD_CACHE_DIR": str(tmp_path / "cache"), **login}
+    server = start_server(["-m", "dashboard.serve", "--host", host, "--port", "{port}", "--workers", str(workers)],
+                          tmp_path / "serve.log", env=env)
+    server.cache_dir = tmp_path / "cache"
+    return server
 
 
 def worker_pids(master: int) -> list[int]:
@@ -70,7 +42,7 @@ def worker_pids(master: int) -> list[int]:
 def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromium(page, trained_store, tmp_path):
     served = serve(tmp_path, trained_store.tracking_uri, workers=2)
     try:
-        assert f"Dashboard: {served.url}/ (gunicorn, 2 workers)" in served.first_lines
+        assert f"Dashboard: {served.url}/ (gunicorn, 2 workers)" in served.log()
         # serve execs gunicorn, so its pid is the master's; the first worker may answer before the second is up
         deadline = time.time() + 60
         while len(worker_pids(served.proc.pid)) < 2 and time.time() < deadline:
@@ -84,11 +56,11 @@ def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromi
         page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=30000)
         assert_no_dash_errors(page)
         # What the workers read of this finished run is now on disk for every worker.
-        cache = served.cache_dir / os.path.basename(cache.directory(trained_store.tracking_uri))
-        assert any((cache / "arrays").iterdir()), "no snapshot in the shared cache"
-        assert sum(1 for _ in (cache / "small").iterdir()) > 1, "no histories in the shared cache"
+        folder = served.cache_dir / os.path.basename(cache.directory(trained_store.tracking_uri))
+        assert any((folder / "arrays").iterdir()), "no snapshot in the shared cache"
+        assert sum(1 for _ in (folder / "small").iterdir()) > 1, "no histories in the shared cache"
     finally:
-        stop(served)
+        served.stop(timeout=30)
 
 
 @pytest.mark.browser
@@ -96,7 +68,7 @@ def test_with_a_user_and_password_set_every_route_needs_the_login(browser, log_r
     log_run("a run", curves={"test_acc": [0.1, 0.5]})  # into this test's own store
     served = serve(tmp_path, os.environ["MLFLOW_TRACKING_URI"], workers=2, auth=AUTH)
     try:
-        assert "auth: on" in served.first_lines and "warning" not in served.first_lines
+        assert "auth: on" in served.log() and "warning" not in served.log()
         # The browser logs in once and every page, asset and callback request carries it.
         context = browser.new_context(http_credentials={"username": AUTH[0], "password": AUTH[1]})
         tab = context.new_page()
@@ -119,7 +91,7 @@ def test_with_a_user_and_password_set_every_route_needs_the_login(browser, log_r
             r = requests.request(method, served.url + path, data=data, headers=headers, auth=AUTH, timeout=60)
             assert r.status_code == 200, (method, path, r.text[:300])
     finally:
-        stop(served)
+        served.stop(timeout=30)
 
 
 def _first_lines(args: list[str], env_extra: dict, tmp_path) -> tuple[str, subprocess.Popen]:

@@ -71,6 +71,31 @@ def test_a_search_with_a_running_run_is_read_fresh_every_time(log_run):
     assert store.search_runs([exp])[0].info.status == "FINISHED"
 
 
+def test_a_search_of_finished_runs_is_reused_until_the_caches_are_cleared(log_run):
+    from dashboard import cache
+    rid = log_run("before", experiment="renamed")
+    exp = MlflowClient(tracking_uri()).get_experiment_by_name("renamed").experiment_id
+    assert [r.info.run_name for r in store.search_runs([exp])] == ["before"]
+    MlflowClient(tracking_uri()).update_run(rid, name="after")  # a rename: no new run, so within the TTL ...
+    assert [r.info.run_name for r in store.search_runs([exp])] == ["before"]  # ... the kept result is served
+    cache.clear()
+    assert [r.info.run_name for r in store.search_runs([exp])] == ["after"]
+
+
+def test_an_unreachable_store_is_a_one_line_store_error(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing answers
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(store.StoreError, match=r"^Cannot read the MLflow store: .*127\.0\.0\.1:9") as e:
+        store.experiments()
+    assert "\n" not in str(e.value)
+
+
+def test_the_architecture_label_comes_from_arch_label_or_from_arch_for_older_runs():
+    assert store.arch_label({"arch": "mlp", "arch_label": "mlp-784-30-10-sigmoid"}) == "mlp-784-30-10-sigmoid"
+    assert store.arch_label({"arch": "mlp-784-20-10-relu"}) == "mlp-784-20-10-relu"
+    assert store.arch_label({"accuracy": "0.5"}) is None
+
+
 # ---- the cache on disk that gunicorn workers share ---------------------------------------------
 
 def _log_snapshot(rid, tmp_path, epoch=0):

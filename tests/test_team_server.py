@@ -6,9 +6,7 @@ Artifacts go through the server (`--serve-artifacts`, the default) into a temp d
 import glob
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import all_runs, free_port, start_server
 from training import contract as C
 
 pytestmark = pytest.mark.slow
@@ -62,32 +60,18 @@ def team_server(postgres, tmp_path_factory):
     Yields (tracking URI, artifacts destination).
     """
     artifacts = tmp_path_factory.mktemp("artifacts")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("server-log") / "mlflow.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path_factory.mktemp("server-cwd"), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)  # its own process group: the uvicorn workers end with it
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(
+        ["-m", "mlflow", "server", "--backend-store-uri", postgres, "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", "{port}", "--workers", "2"],
+        tmp_path_factory.mktemp("server-log") / "mlflow.log", ready="/health",
+        cwd=tmp_path_factory.mktemp("server-cwd"), own_group=True)  # its own group: the uvicorn workers end with it
     try:
-        wait_http(url + "/health", timeout=120)
-        yield url, artifacts
+        yield server.url, artifacts
     finally:
-        proc.terminate()  # `mlflow server` stops its uvicorn workers and job runner itself
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of its group still there
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        log.seek(0)
-        if "Traceback" in (text := log.read()):
+        server.stop(timeout=20)  # `mlflow server` stops its uvicorn workers and job runner itself
+        server.kill()  # anything of its group still there
+        if "Traceback" in (text := server.log()):
             print(text[-5000:])
-        log.close()
 
 
 GRID = """
@@ -111,8 +95,8 @@ def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dash
     c = MlflowClient(url)
     exp = c.get_experiment_by_name("team")
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # uploads go through the server
-    runs = c.search_runs([exp.experiment_id], max_results=100)
-    parent = [r for r in runs if r.data.tags.get(C.TAG_GRID_PARENT) == "true"]
+    runs = all_runs(url, "team")
+    parent = [r for r in runs if r.data.tags.get(C.TAG_GRID_PARENT) == C.TRUE]
     children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
@@ -160,7 +144,7 @@ def test_a_local_sqlite_store_moves_onto_the_server_and_the_dashboard_reads_it(t
     from dashboard import store
     from tests.conftest import sqlite_uri
     from training.grid import main as grid_main
-    from training.migrate_store import TAG_SOURCE_RUN, migrate
+    from training.migrate_store import migrate
 
     url, _ = team_server
     local = sqlite_uri(tmp_path)
@@ -176,7 +160,7 @@ def test_a_local_sqlite_store_moves_onto_the_server_and_the_dashboard_reads_it(t
     runs = store.search_runs([exp.experiment_id])
     child = next(r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN_ID))
     assert {r.info.run_id for r in runs} >= {child.data.tags[C.TAG_PARENT_RUN_ID]}
-    original = MlflowClient(local).get_run(child.data.tags[TAG_SOURCE_RUN])
+    original = MlflowClient(local).get_run(child.data.tags[C.TAG_SOURCE_RUN])
     assert store.metric_history(child.info.run_id, C.TEST_ACC)["value"].tolist() == [
         m.value for m in sorted(MlflowClient(local).get_metric_history(original.info.run_id, C.TEST_ACC),
                                 key=lambda m: m.step)]

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import all_runs
 from training import contract as C
 from training.config import RunConfig
 from training.data import load
@@ -21,12 +22,12 @@ def _run(run_id):
 
 
 def _only_run():
-    c = MlflowClient(tracking_uri())
-    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    runs = all_runs()
     assert len(runs) == 1
     return runs[0]
 
 
+@pytest.mark.slow
 def test_a_two_epoch_run_logs_every_metric_at_steps_0_1_2_and_a_snapshot_per_step(capsys):
     assert train_main(["--sizes", "784,16,10", "--activation", "relu", "--loss", "cross_entropy", "--lr", "0.1",
                        "--epochs", "2", "--train-size", "5000", "--experiment", "contract"]) == 0
@@ -41,11 +42,13 @@ def test_a_two_epoch_run_logs_every_metric_at_steps_0_1_2_and_a_snapshot_per_ste
     accs = {m.step: m.value for m in c.get_metric_history(rid, C.TEST_ACC)}
     assert accs[0] < 0.3 < 0.85 < accs[2]  # an untrained net guesses; two epochs learn
     p = run.data.params
-    for key in ("sizes", "activation", "loss", "init_std", "optimizer", "lr", "momentum", "batch_size", "epochs",
-                "seed", "train_size", "experiment", "run_name", "snapshot_every", C.PARAM_ARCH, C.PARAM_N_PARAMS,
-                C.PARAM_DATASET, C.PARAM_LAYERS, C.PARAM_SHA256_PREFIX + "train-images-idx3-ubyte"):
+    for key in C.CONFIG_PARAMS + (C.PARAM_ARCH_LABEL, C.PARAM_N_PARAMS, C.PARAM_DATASET, C.PARAM_LAYERS,
+                                  C.PARAM_SHA256_PREFIX + "train-images-idx3-ubyte"):
         assert key in p, key
-    assert p[C.PARAM_ARCH] == "mlp-784-16-10-relu" and p[C.PARAM_N_PARAMS] == str(784 * 16 + 16 + 170)
+    assert p[C.PARAM_ARCH] == "mlp" and p[C.PARAM_ARCH_LABEL] == "mlp-784-16-10-relu"
+    assert p[C.PARAM_N_PARAMS] == str(784 * 16 + 16 + 170)
+    assert RunConfig.from_params(p) == RunConfig(sizes=(784, 16, 10), activation="relu", loss="cross_entropy",
+                                                 lr=0.1, epochs=2, train_size=5000, experiment="contract")
     snaps = sorted(f.path for f in c.list_artifacts(rid, C.SNAPSHOT_DIR))
     assert snaps == [C.snapshot_path(e) for e in (0, 1, 2)]
     local = c.download_artifacts(rid, C.snapshot_path(2))
@@ -63,6 +66,7 @@ def test_a_two_epoch_run_logs_every_metric_at_steps_0_1_2_and_a_snapshot_per_ste
     assert f"run_id={rid}" in out and "test_acc=" in out and "wall=" in out
 
 
+@pytest.mark.slow
 def test_a_diverging_run_ends_failed_with_its_reason_and_keeps_what_it_logged(data):
     config = RunConfig(sizes=(784, 16, 10), activation="relu", loss="cross_entropy", lr=1e4, epochs=3,
                        train_size=1000, experiment="nan")
@@ -75,6 +79,7 @@ def test_a_diverging_run_ends_failed_with_its_reason_and_keeps_what_it_logged(da
     assert 0 in steps  # epoch 0 was logged before it blew up
 
 
+@pytest.mark.slow
 def test_a_diverging_config_does_not_disturb_its_cohort(data):
     good = RunConfig(sizes=(784, 16, 10), activation="relu", loss="cross_entropy", lr=0.1, epochs=2,
                      train_size=1000, experiment="cohort")
@@ -99,6 +104,7 @@ def test_cli_rejects_impossible_values_in_one_line(capsys):
     assert err.startswith("error: command line: lr=-1.0") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_a_crash_mid_run_ends_it_failed_with_the_error_and_keeps_what_it_logged(monkeypatch):
     import training.train as train_module
 

@@ -148,12 +148,12 @@ class RunConfig:
 
 
 def _kind(field) -> tuple[str, bool]:
-    """A field's value kind (sizes, float, int or str) from its declared type, and whether it may be None."""
+    """A field's value kind (tuple, float, int or str) from its declared type, and whether it may be None."""
     text = str(field.type)
     optional = "None" in text
     for kind in ("tuple", "float", "int"):
         if kind in text:
-            return ("sizes" if kind == "tuple" else kind), optional
+            return kind, optional
     return "str", optional
 
 
@@ -174,7 +174,7 @@ def _coerce(field, value, where: str):
     kind, optional = _kind(field)
     if value is None and optional:
         return None
-    if kind == "sizes":
+    if kind == "tuple":
         if isinstance(value, str):
             try:
                 value = [int(p) for p in value.split(",")]

@@ -130,6 +130,7 @@ TAG_GRID_NAME = "grid.name"
 TAG_GRID_PARENT = "grid.parent"  # TRUE on a grid's parent run
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own: nests runs in its UI
 TAG_RUN_NAME = "mlflow.runName"
+TAG_SOURCE_RUN = "migrate.source_run_id"  # on a run copied by training.migrate_store: the original's id
 # On experiments: MLflow 3's UI tells model-training experiments from GenAI ones by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -171,7 +172,7 @@ DATASET_NAME = "mnist"
 METRICS = EPOCH_METRICS
 PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS)
 TAGS = (TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
-        TAG_EXPERIMENT_KIND)
+        TAG_EXPERIMENT_KIND, TAG_SOURCE_RUN)
 ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
              PRED_CLASS, PRED_CONFIDENCE)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES

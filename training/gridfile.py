@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from training import contract as C
 from training.config import ConfigError, RunConfig
 
-TOP_LEVEL_KEYS = ("experiment", "base", "grid", "runs")
+EXPERIMENT = C.PARAM_EXPERIMENT  # the top-level key sets every config's experiment param
+TOP_LEVEL_KEYS = (EXPERIMENT, "base", "grid", "runs")
 
 
 @dataclass
@@ -61,8 +63,8 @@ def load_grid(path: str | Path) -> GridSpec:
             raise ConfigError(f"{path}: grid.{key}={values!r} should be a non-empty list of values")
     if not grid and not runs:
         raise ConfigError(f"{path}: the grid is empty: give a 'grid:' of option lists and/or a 'runs:' list")
-    if "experiment" in doc and (not isinstance(doc["experiment"], str) or not doc["experiment"]):
-        raise ConfigError(f"{path}: experiment={doc['experiment']!r} should be a non-empty string")
+    if EXPERIMENT in doc and (not isinstance(doc[EXPERIMENT], str) or not doc[EXPERIMENT]):
+        raise ConfigError(f"{path}: {EXPERIMENT}={doc[EXPERIMENT]!r} should be a non-empty string")
 
     entries = []
     if grid:
@@ -72,8 +74,8 @@ def load_grid(path: str | Path) -> GridSpec:
     configs, seen = [], {}
     for i, entry in enumerate(entries):
         merged = {**base, **entry}
-        if "experiment" in doc:
-            merged.setdefault("experiment", doc["experiment"])
+        if EXPERIMENT in doc:
+            merged.setdefault(EXPERIMENT, doc[EXPERIMENT])
         config = RunConfig.from_dict(merged, where=f"{path}: config {i + 1} ({_describe(entry)})")
         if config.config_hash in seen:
             raise ConfigError(f"{path}: config {i + 1} ({_describe(entry)}) trains the same thing as config "

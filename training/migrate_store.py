@@ -19,9 +19,8 @@ from mlflow.tracking import MlflowClient
 from training import contract as C
 from training.errors import UserError, exit_on_user_error
 from training.location import default_tracking_uri, sqlite_artifact_root
-from training.tracking import check_reachable, retry
+from training.store_connection import check_reachable, retry
 
-TAG_SOURCE_RUN = "migrate.source_run_id"
 BATCH = 1000  # MLflow's log_batch limit for metrics
 
 
@@ -39,7 +38,7 @@ def _copy_run(run, src: MlflowClient, dst: MlflowClient, dst_exp: str, id_map: d
     tags = dict(run.data.tags)
     if C.TAG_PARENT_RUN_ID in tags:
         tags[C.TAG_PARENT_RUN_ID] = id_map.get(tags[C.TAG_PARENT_RUN_ID], tags[C.TAG_PARENT_RUN_ID])
-    tags[TAG_SOURCE_RUN] = run.info.run_id
+    tags[C.TAG_SOURCE_RUN] = run.info.run_id
     new = retry(dst.create_run, dst_exp, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name).info
     rid = new.run_id
     params = [Param(k, v) for k, v in run.data.params.items()]
@@ -56,7 +55,7 @@ def _copy_run(run, src: MlflowClient, dst: MlflowClient, dst_exp: str, id_map: d
             local = src.download_artifacts(run.info.run_id, "", tmp)
             retry(dst.log_artifacts, rid, local)
     _copy_models(run, src, dst, dst_exp, rid, src_uri)
-    if run.info.status != "RUNNING":
+    if run.info.status != C.STATUS_RUNNING:
         retry(dst.set_terminated, rid, run.info.status, end_time=run.info.end_time)
     return rid
 
@@ -94,8 +93,8 @@ def migrate(src_uri: str, dst_uri: str, log=print) -> dict[str, int]:
         if not runs:
             continue
         dst_exp = _experiment(exp, dst, dst_uri)
-        before = dst.search_runs([dst_exp], f"tags.`{TAG_SOURCE_RUN}` != ''", max_results=50_000)
-        id_map = {r.data.tags[TAG_SOURCE_RUN]: r.info.run_id for r in before}
+        before = dst.search_runs([dst_exp], f"tags.`{C.TAG_SOURCE_RUN}` != ''", max_results=50_000)
+        id_map = {r.data.tags[C.TAG_SOURCE_RUN]: r.info.run_id for r in before}
         todo = [r for r in runs if r.info.run_id not in id_map]
         # Parents first, so every child's parent id can be rewritten to the parent's copy.
         todo.sort(key=lambda r: (C.TAG_PARENT_RUN_ID in r.data.tags, r.info.start_time or 0))

@@ -11,16 +11,17 @@ import os
 import sys
 from pathlib import Path
 
-from training import data as mnist
 from training import interrupt
-from training.engine import total_steps
+from training.cohorts import make_cohorts, total_steps
 from training.errors import UserError
-from training.grid import make_cohorts, train_one_cohort
-from training.tracking import RETRY_ENV, TrackingLostError, tracking_uri
+from training.lifecycle import RunOutcome
+from training.location import tracking_uri
+from training.store_connection import RETRY_ENV, TrackingLostError
 
 # A stacked cohort keeps one core busy; more threads per task pay off less than more tasks.
 CPUS_PER_TASK = 1
 _data = None  # MNIST, loaded once per Ray worker process
+LOST = "LOST"  # not an MLflow status: the task's process died, so how its runs ended is unknown here
 
 
 def import_ray():
@@ -34,13 +35,18 @@ def import_ray():
     return ray
 
 
-def _train_task(configs, parent_id: str, grid_name: str):
+def _train_task(configs, parent) -> list[RunOutcome]:
+    """One cohort, in a Ray worker process, which loads the trainer and MNIST itself: the grid imports
+    this module before it knows Ray is installed, so its top stays light and a missing Ray fails at once."""
     global _data
     import torch
+
+    from training import data as mnist
+    from training.cohort_runs import train_one_cohort
     torch.set_num_threads(CPUS_PER_TASK)
     if _data is None:
         _data = mnist.load()
-    return train_one_cohort(configs, _data, parent_id, grid_name)
+    return train_one_cohort(configs, _data, parent)
 
 
 def start(ray, address: str | None) -> bool:
@@ -60,52 +66,60 @@ def start(ray, address: str | None) -> bool:
     return True
 
 
-def run_on_ray(pending, data_root: Path, parent_id: str, grid_name: str, bar,
-               address: str | None = None) -> list[tuple[str, str]]:
-    """Train the pending configs as Ray tasks, one per cohort.  Returns (run id, status) per config."""
-    ray = import_ray()
-    uri = tracking_uri()
-    if address and uri.startswith("sqlite:"):
-        print(f"warning: the store {uri} is a local SQLite file that only Ray nodes on this machine can "
-              f"write; set MLFLOW_TRACKING_URI to a tracking server for a cluster", file=sys.stderr)
-    started = start(ray, address)
-    try:
-        n_cpus = int(ray.cluster_resources().get("CPU", 1))
-        cohorts = make_cohorts(pending, max(1, n_cpus // CPUS_PER_TASK))
-        env = {"MLFLOW_TRACKING_URI": uri, "MNIST_ROOT": str(Path(data_root).resolve()),
-               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-        if RETRY_ENV in os.environ:
-            env[RETRY_ENV] = os.environ[RETRY_ENV]
-        task = ray.remote(num_cpus=CPUS_PER_TASK, max_retries=0,
-                          runtime_env={"env_vars": env})(_train_task)
-        refs = {task.remote(cohort, parent_id, grid_name): cohort for cohort in cohorts}
-        outcomes, todo = [], list(refs)
+class RayRunner:
+    """Each cohort one Ray task, as many at once as the cluster has CPUs (see the module docstring)."""
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def run(self, pending, data, parent, progress) -> list[RunOutcome]:
+        ray = import_ray()
+        uri = tracking_uri()
+        if self.address and uri.startswith("sqlite:"):
+            print(f"warning: the store {uri} is a local SQLite file that only Ray nodes on this machine can "
+                  f"write; set MLFLOW_TRACKING_URI to a tracking server for a cluster", file=sys.stderr)
+        started = start(ray, self.address)
         try:
-            while todo:
-                done, todo = ray.wait(todo, num_returns=1, timeout=0.5)
-                interrupt.check()
-                for ref in done:
-                    cohort = refs[ref]
-                    try:
-                        outcomes += ray.get(ref)
-                    except Exception as e:  # the task's process died (out of memory, a lost node), or a bug
-                        cause = getattr(e, "cause", None) or e  # a RayTaskError wraps the task's own exception
-                        if isinstance(cause, TrackingLostError):
-                            # The store is gone for every task: stop them (their runs can't be ended anyway)
-                            # and end as the plain grid does, in one line.
-                            for other in todo:
-                                ray.cancel(other, force=True)
-                            raise TrackingLostError(str(cause)) from None
-                        print(f"cohort of {len(cohort)} lost on Ray: {type(cause).__name__}: "
-                              f"{str(cause).strip()[:500]}", file=sys.stderr)
-                        outcomes += [("", "LOST")] * len(cohort)
-                    bar.update(sum(total_steps(c) for c in cohort))
-        except KeyboardInterrupt:
-            for ref in todo:
-                ray.cancel(ref)  # raises KeyboardInterrupt in the task: its open runs end KILLED
-            ray.wait(todo, num_returns=len(todo), timeout=60)
-            raise
-        return outcomes
-    finally:
-        if started:
-            ray.shutdown()
+            n_cpus = int(ray.cluster_resources().get("CPU", 1))
+            cohorts = make_cohorts(pending, max(1, n_cpus // CPUS_PER_TASK))
+            env = {"MLFLOW_TRACKING_URI": uri, "MNIST_ROOT": str(Path(data.root).resolve()),
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+            if RETRY_ENV in os.environ:
+                env[RETRY_ENV] = os.environ[RETRY_ENV]
+            task = ray.remote(num_cpus=CPUS_PER_TASK, max_retries=0,
+                              runtime_env={"env_vars": env})(_train_task)
+            return _collect(ray, {task.remote(cohort, parent): cohort for cohort in cohorts}, progress)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _collect(ray, refs: dict, progress) -> list[RunOutcome]:
+    """Each task's outcomes as it ends; a task lost with its process counts its cohort LOST."""
+    outcomes, todo = [], list(refs)
+    try:
+        while todo:
+            done, todo = ray.wait(todo, num_returns=1, timeout=0.5)
+            interrupt.check()
+            for ref in done:
+                cohort = refs[ref]
+                try:
+                    outcomes += ray.get(ref)
+                except Exception as e:  # the task's process died (out of memory, a lost node), or a bug
+                    cause = getattr(e, "cause", None) or e  # a RayTaskError wraps the task's own exception
+                    if isinstance(cause, TrackingLostError):
+                        # The store is gone for every task: stop them (their runs can't be ended anyway)
+                        # and end as the plain grid does, in one line.
+                        for other in todo:
+                            ray.cancel(other, force=True)
+                        raise TrackingLostError(str(cause)) from None
+                    print(f"cohort of {len(cohort)} lost on Ray: {type(cause).__name__}: "
+                          f"{str(cause).strip()[:500]}", file=sys.stderr)
+                    outcomes += [RunOutcome("", LOST)] * len(cohort)
+                progress.update(sum(total_steps(c) for c in cohort))
+    except KeyboardInterrupt:
+        for ref in todo:
+            ray.cancel(ref)  # raises KeyboardInterrupt in the task: its open runs end KILLED
+        ray.wait(todo, num_returns=len(todo), timeout=60)
+        raise
+    return outcomes

@@ -10,19 +10,22 @@ from dataclasses import fields
 
 from tqdm import tqdm
 
+from training import contract as C
 from training import data as mnist
 from training import interrupt
-from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, RunConfig
-from training.engine import total_steps, train_cohort
+from training.cohorts import total_steps
+from training.config import ACTIVATIONS, ARCHS, LOSSES, OPTIMIZERS, RunConfig
+from training.engine import train_cohort
 from training.errors import exit_on_user_error
-from training.tracking import STOP_BUDGET, MlflowSink, TrackingLostError, client
+from training.lifecycle import Interrupted, RunLifecycle
+from training.tracking import MlflowSink, client
 
 
 def parse_args(argv=None) -> RunConfig:
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(map(str, d.sizes)), help="MLP layer sizes (default %(default)s)")
-    p.add_argument("--arch", choices=("mlp", "cnn"), default=d.arch, help="cnn ignores --sizes")
+    p.add_argument("--arch", choices=ARCHS, default=d.arch, help="cnn ignores --sizes")
     p.add_argument("--activation", choices=ACTIVATIONS, default=d.activation)
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="mse is Nielsen's quadratic cost on a sigmoid output")
     p.add_argument("--init-std", type=float, default=None, help="weights ~ N(0, std), biases 0 (default: PyTorch init)")
@@ -51,32 +54,28 @@ def main(argv=None) -> int:
     interrupt.install()  # Ctrl-C and SIGTERM end the run KILLED, with what it logged kept
     start = time.perf_counter()
     try:
-        with tqdm(total=total_steps(config), unit="step", unit_scale=True, desc="training") as bar:
-            result = train_cohort([config], data, sink, progress=bar)
-        sink.finish(result.params)
-    except KeyboardInterrupt:
-        print("\nstopping: ending the run KILLED (Ctrl-C again to quit at once)", file=sys.stderr)
-        if sink.kill_open("interrupted (Ctrl-C or SIGTERM)", budget=STOP_BUDGET):
+        with RunLifecycle(sink.runs, on_lost="rerun to train it again"):
+            with tqdm(total=total_steps(config), unit="step", unit_scale=True, desc="training") as bar:
+                result = train_cohort([config], data, sink, progress=bar)
+            sink.finish(result.params)
+    except Interrupted as stop:
+        if stop.ended:
             print(f"interrupted: run {run_id} ended KILLED; what it logged is kept", file=sys.stderr)
         else:
             print(f"interrupted: the tracking store did not answer, so run {run_id} stays RUNNING there "
                   f"with what it logged", file=sys.stderr)
         return 130
-    except TrackingLostError as e:
-        sink.abandon()  # one quick try, no more waiting on a dead server
-        raise TrackingLostError(f"{e}; rerun to train it again") from None  # one line, exit 2
-    except BaseException as e:
-        # KILLED means a person stopped it; a crash is a failure, as in training.grid.
-        sink.kill_open(f"crashed: {type(e).__name__}: {str(e)[:300]}", status="FAILED")
-        raise
-    wall = time.perf_counter() - start
-    status = mlflow_client.get_run(run_id).info.status
-    history = mlflow_client.get_metric_history(run_id, "test_acc")
+    return report(mlflow_client, run_id, time.perf_counter() - start)
+
+
+def report(mlflow_client, run_id: str, wall: float) -> int:
+    """The run's one-line result; 1 with its reason on stderr if it FAILED."""
+    run = mlflow_client.get_run(run_id)
+    history = mlflow_client.get_metric_history(run_id, C.TEST_ACC)
     acc = max(history, key=lambda m: m.step).value if history else float("nan")
-    print(f"run_id={run_id} status={status} test_acc={acc:.4f} wall={wall:.1f}s")
-    if status == "FAILED":
-        reason = mlflow_client.get_run(run_id).data.tags.get("failure_reason", "")
-        print(f"error: run FAILED: {reason}", file=sys.stderr)
+    print(f"run_id={run_id} status={run.info.status} {C.TEST_ACC}={acc:.4f} wall={wall:.1f}s")
+    if run.info.status == C.STATUS_FAILED:
+        print(f"error: run FAILED: {run.data.tags.get(C.TAG_FAILURE_REASON, '')}", file=sys.stderr)
         return 1
     return 0
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training import contract as C
+
 RISE_TOLERANCE = 0.10  # a loss counts as rising when its last value is > 10 % above its best
 OSCILLATION_MIN_STEPS = 4  # oscillation needs at least 4 epoch-to-epoch changes to judge
 OSCILLATION_REVERSALS = 0.5  # ... and at least half of consecutive changes flip direction
@@ -25,10 +27,17 @@ CONFIDENT_WRONG_LIMIT = 0.5  # warn when at least half the wrong predictions are
 CONFIDENT_WRONG_MIN = 10  # ... and there are at least 10 of them (a handful proves nothing)
 STATIC_ACTIVATION_KS = 0.02  # activations "don't change" if first and last distributions differ by < 0.02 (KS)
 
+# What a warning is about (HealthWarning.check).
+LOSS_CURVE = "loss curve"
+DEAD_UNITS = "dead units"
+GRADIENTS = "gradients"
+CONFIDENCE = "confidence"
+ACTIVATIONS = "activations"
+
 
 @dataclass(frozen=True)
 class HealthWarning:
-    check: str  # which check fired: loss, dead, gradients, confidence, activations
+    check: str  # which check fired: LOSS_CURVE, DEAD_UNITS, GRADIENTS, CONFIDENCE or ACTIVATIONS
     title: str
     explanation: str  # one line: what the data shows
     fix: str  # one line: what to try
@@ -50,7 +59,7 @@ def loss_warnings(name: str, values) -> list[HealthWarning]:
         return []
     if not np.all(np.isfinite(v)):
         first = int(np.flatnonzero(~np.isfinite(v))[0])
-        return [HealthWarning("loss", f"{name} is not finite", f"{name} became NaN or infinite at epoch {first}.",
+        return [HealthWarning(LOSS_CURVE, f"{name} is not finite", f"{name} became NaN or infinite at epoch {first}.",
                         "Lower the learning rate, or check the input scaling and the initialisation.", "error")]
     out = []
     best = float(v.min())
@@ -61,7 +70,7 @@ def loss_warnings(name: str, values) -> list[HealthWarning]:
             fix = "The model is overfitting: stop at the best epoch, add data or regularisation (weight decay)."
         else:
             fix = "Lower the learning rate (try 3-10x smaller) or add momentum damping."
-        out.append(HealthWarning("loss", f"{name} is rising",
+        out.append(HealthWarning(LOSS_CURVE, f"{name} is rising",
                            f"{name} was lowest at epoch {at} ({best:.4g}) and ended {rise:.0%} higher ({v[-1]:.4g}).",
                            fix))
     d = np.diff(v)
@@ -71,7 +80,7 @@ def loss_warnings(name: str, values) -> list[HealthWarning]:
         swing = typical / max(float(np.median(np.abs(v))), 1e-12)
         big = typical >= OSCILLATION_MIN_RANGE_SHARE * float(v.max() - v.min())
         if flips >= OSCILLATION_REVERSALS and swing >= OSCILLATION_MIN_SWING and big:
-            out.append(HealthWarning("loss", f"{name} is oscillating",
+            out.append(HealthWarning(LOSS_CURVE, f"{name} is oscillating",
                                f"{name} changed direction in {flips:.0%} of epochs, by {swing:.0%} a step.",
                                "Lower the learning rate or raise the batch size to smooth the updates."))
     return out
@@ -86,7 +95,7 @@ def dead_unit_warnings(final_dead: dict[str, float], activation: str) -> list[He
             fix = ("Lower the learning rate, use a smaller init or a leaky activation."
                    if activation == "relu" else
                    "Scale the initial weights down (init std ~ 1/sqrt(fan_in)) or use ReLU.")
-            out.append(HealthWarning("dead", f"{frac:.0%} of {layer}'s units are {word}",
+            out.append(HealthWarning(DEAD_UNITS, f"{frac:.0%} of {layer}'s units are {word}",
                                f"More than {DEAD_LIMIT:.0%} of {layer}'s units are {word} on every test image,"
                                " so they no longer learn.", fix))
     return out
@@ -111,13 +120,13 @@ def gradient_warnings(final_norms: dict[str, float]) -> list[HealthWarning]:
     ratio = first / last if len(norms) >= 2 and np.isfinite(first) and last > 0 else None
     if big or (ratio is not None and ratio > EXPLODING_RATIO):
         where = ", ".join(big) if big else f"{names[0]} ({ratio:.0f}x {names[-1]})"
-        out.append(HealthWarning("gradients", "Exploding gradients",
+        out.append(HealthWarning(GRADIENTS, "Exploding gradients",
                            f"Gradient norms are very large in {where}.",
                            "Lower the learning rate, clip gradients, or use a smaller initialisation.",
                            "error" if any(not np.isfinite(g) for g in norms) else "warning"))
     if small or (ratio is not None and ratio < VANISHING_RATIO):
         where = ", ".join(small) if small else f"{names[0]} ({ratio:.1e}x {names[-1]})"
-        out.append(HealthWarning("gradients", "Vanishing gradients",
+        out.append(HealthWarning(GRADIENTS, "Vanishing gradients",
                            f"Gradient norms are tiny in {where}: the early layers barely learn.",
                            "Use ReLU instead of sigmoid, cross-entropy instead of quadratic cost,"
                            " or a larger init (std ~ 1/sqrt(fan_in))."))
@@ -142,7 +151,7 @@ def confidence_warnings(edges, incorrect_counts) -> list[HealthWarning]:
     """Warn when at least CONFIDENT_WRONG_LIMIT (half) of >= CONFIDENT_WRONG_MIN wrong predictions are >= 0.9 confident."""
     frac, n = confident_wrong_fraction(edges, incorrect_counts)
     if n >= CONFIDENT_WRONG_MIN and frac >= CONFIDENT_WRONG_LIMIT:
-        return [HealthWarning("confidence", "Confident wrong predictions",
+        return [HealthWarning(CONFIDENCE, "Confident wrong predictions",
                         f"{frac:.0%} of the {n} wrong test predictions have confidence >= {CONFIDENT:.0%}:"
                         " the model is overconfident.",
                         "Regularise (weight decay, early stopping) or calibrate with temperature scaling.")]
@@ -180,7 +189,7 @@ def static_activation_warnings(first: dict[str, tuple], last: dict[str, tuple], 
             continue
         ks = histogram_ks(*first[layer], *last[layer])
         if ks < STATIC_ACTIVATION_KS:
-            out.append(HealthWarning("activations", f"{layer}'s activations don't change",
+            out.append(HealthWarning(ACTIVATIONS, f"{layer}'s activations don't change",
                                f"{layer}'s activation distribution at epoch {epochs[1]} is almost the one at"
                                f" epoch {epochs[0]} (KS distance {ks:.3f}): the layer is not learning.",
                                "Raise the learning rate, check the gradients reach this layer, or re-initialise."))
@@ -191,7 +200,6 @@ def run_health(histories: dict[str, np.ndarray], hidden_layers: list[str], all_l
                activation: str, first_snapshot: dict | None, last_snapshot: dict | None,
                snapshot_epochs: tuple[int, int] | None) -> list[HealthWarning]:
     """Every check over one run's data.  `histories` maps metric key -> values by epoch (missing keys skipped)."""
-    from training import contract as C
     out = []
     for key in (C.TRAIN_LOSS, C.TEST_LOSS):
         if key in histories and len(histories[key]):

@@ -40,18 +40,6 @@ class Landscape:
     loss_name: str
 
 
-def config_from_params(params: dict[str, str]) -> RunConfig:
-    """The model-shaping part of a run's config from its MLflow params (strings)."""
-    values = {"arch": params.get("arch", "mlp"), "activation": params.get("activation", "sigmoid"),
-              "loss": params.get("loss", "mse")}
-    if values["arch"].startswith("cnn"):
-        values["arch"] = "cnn"
-    else:
-        values["arch"] = "mlp"
-        values["sizes"] = params["sizes"]
-    return RunConfig.from_dict(values, where="run params")
-
-
 def flatten(snapshot: dict[str, np.ndarray], config: RunConfig) -> np.ndarray:
     """One snapshot's weights and biases as a single float64 vector, layer by layer, input to output."""
     parts = []

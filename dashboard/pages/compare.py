@@ -5,18 +5,18 @@ rewrite the URL and the page re-renders from it, so a shared link, a reload and 
 show exactly the same view.
 """
 import math
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
 from dashboard import store
 from dashboard.views import compare_view as V
+from dashboard.views import widgets
 from dashboard.views.theme import run_colors
+from training import contract as C
 
 dash.register_page(__name__, path="/compare", title="Compare · MNIST Lab")
-
-GRAPH_CONFIG = {"displaylogo": False}
 
 
 def _smoothing(value) -> float:
@@ -37,20 +37,20 @@ def layout(runs=None, smooth=None, params=None, **_query):
                       children=html.Span("Copy link")),
     ], className="row")
     if not runs:
-        return html.Div([header, html.Div("No runs given: tick runs on the Runs page, then press Compare "
-                                          "(or open /compare?runs=<id>,<id>).", className="message")])
+        return html.Div([header, widgets.message("No runs given: tick runs on the Runs page, then press Compare "
+                                                 "(or open /compare?runs=<id>,<id>).", "warn")])
     try:
         comp = V.load(runs)
     except store.StoreError as e:
-        return html.Div([header, html.Div(str(e), className="message message-error")])
+        return html.Div([header, widgets.message(str(e), "error")])
     notes = comp.problems + [m for r in comp.runs if (m := V.missing_message(r))]
     if not comp.runs:
-        return html.Div([header, *[html.Div(n, className="message message-error") for n in notes],
-                         html.Div("Nothing to compare.", className="message")])
+        return html.Div([header, *[widgets.message(n, "error") for n in notes],
+                         widgets.message("Nothing to compare.", "warn")])
     colors = run_colors([r.info.run_id for r in comp.runs])
     return html.Div([
         header,
-        *[html.Div(n, className="message") for n in notes],
+        *[widgets.message(n, "warn") for n in notes],
         html.Div(_legend(comp.runs, colors), className="card legend"),
         html.Div([
             html.Span("Smoothing (EMA)", className="muted"),
@@ -58,9 +58,8 @@ def layout(runs=None, smooth=None, params=None, **_query):
                                 marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
                                 tooltip={"placement": "bottom"}), style={"width": "320px"}),
         ], className="row"),
-        html.Div([html.Div(dcc.Graph(id=f"compare-curve-{key}", figure=V.curve_figure(comp, key, smoothing, colors),
-                                     config=GRAPH_CONFIG), className="card") for key in V.CURVES],
-                 className="grid-2"),
+        html.Div([html.Div(widgets.graph(V.curve_figure(comp, key, smoothing, colors), f"compare-curve-{key}"),
+                           className="card") for key in V.CURVES], className="grid-2"),
         html.H3("Final and best metrics"),
         html.Div(_metrics_table(comp, colors), className="card table-scroll"),
         html.Div([html.H3("Params", className="grow"),
@@ -73,7 +72,7 @@ def layout(runs=None, smooth=None, params=None, **_query):
 def _legend(runs, colors):
     return [html.Span([html.Span(className="swatch", style={"background": colors[r.info.run_id]}),
                        dcc.Link(V.run_label(r), href=f"/runs/{r.info.run_id}", title=r.info.run_id),
-                       html.Span(f" {r.info.status.lower()}" if r.info.status != "FINISHED" else "",
+                       html.Span(f" {r.info.status.lower()}" if r.info.status != C.STATUS_FINISHED else "",
                                  className="muted small")])
             for r in runs]
 
@@ -83,7 +82,7 @@ def _fmt(key: str, v) -> str:
         return "—"
     if key.endswith("acc"):
         return f"{v:.2%}"
-    if key == "epochs":
+    if key == V.EPOCHS_TRAINED:
         return str(int(v))
     return f"{v:.4f}"
 
@@ -92,11 +91,11 @@ def _metrics_table(comp, colors):
     df = V.metrics_table(comp)
     keys = list(V.CURVES)
     head = [html.Tr([html.Th("run", rowSpan=2)] + [html.Th(k, colSpan=2, className="num") for k in keys]
-                    + [html.Th("epochs", rowSpan=2, className="num")]),
+                    + [html.Th(V.EPOCHS_TRAINED, rowSpan=2, className="num")]),
             html.Tr([html.Th(w, className="num muted small") for _ in keys for w in ("final", "best")])]
     body = [html.Tr([html.Td([html.Span(className="swatch", style={"background": colors[row["run_id"]]}), row["run"]])]
                     + [html.Td(_fmt(k, row[f"{w} {k}"]), className="num") for k in keys for w in ("final", "best")]
-                    + [html.Td(_fmt("epochs", row["epochs"]), className="num")])
+                    + [html.Td(_fmt(V.EPOCHS_TRAINED, row[V.EPOCHS_TRAINED]), className="num")])
             for row in df.to_dict("records")]
     return html.Table([html.Thead(head), html.Tbody(body)], className="data-table")
 
@@ -119,7 +118,6 @@ def _params_table(runs, show_all, colors):
           prevent_initial_call=True)
 def put_view_in_url(smoothing, all_params, search):
     """Controls rewrite the URL; the page re-renders from it (so shared links and back/forward agree)."""
-    from urllib.parse import parse_qs
     query = {k: v[-1] for k, v in parse_qs((search or "").lstrip("?")).items()}
     query.pop("smooth", None)
     query.pop("params", None)

@@ -8,10 +8,13 @@ the unit's index, name, verdict and selectivity index, and links to the unit vie
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard import neuron_data as D
+from dashboard import neuron_stats as S
+from dashboard import store
 from dashboard.analytics import neurons as N
-from dashboard.neuron_data import layer_href, unit_href, verdict_color
+from dashboard.neuron_target import Target, hidden_layers, layer_href, resolve, unit_href
 from dashboard.store import StoreError
+from dashboard.views import widgets
+from dashboard.views.neuron_images import sort_units, tile_uris, verdict_color
 
 # Registered with an order so Dash matches this template before the run page's greedy "/runs/<run_id>".
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons", order=2,
@@ -19,74 +22,40 @@ dash.register_page(__name__, path_template="/runs/<run_id>/neurons", order=2,
 
 SORTS = {"index": "unit index", "si": "selectivity (highest first)", "dead": "dead units first"}
 TILE_PX = 96
+TILE_IMG_STYLE = {"width": TILE_PX, "height": TILE_PX, "imageRendering": "pixelated",
+                  "border": "1px solid var(--border)", "display": "block", "margin": "0 auto 4px"}
+TILE_STYLE = {"display": "block", "padding": "8px", "border": "1px solid var(--border)", "borderRadius": "8px",
+              "background": "var(--surface)", "color": "var(--text)", "textDecoration": "none", "textAlign": "center"}
 
 
-def sort_units(stats: N.LayerStats, how: str) -> list[int]:
-    units = list(range(stats.units))
-    if how == "si":
-        return sorted(units, key=lambda u: (-stats.si[u], u))
-    if how == "dead":
-        return sorted(units, key=lambda u: (not stats.dead[u], u))
-    return units
-
-
-def tile_images(t: D.Target, stats: N.LayerStats) -> tuple[list[str], str]:
-    """One PNG per unit and a line saying what the tiles show."""
-    if t.first:
-        w = D.weights(t)
-        vmax = D.heatmap_scale(t)
-        uris = [D.png_uri(D.diverging_rgb(D.unit_heatmap(t, w, u), vmax)) for u in range(t.units)]
-        what = "3×3 kernel" if t.kind == "conv" else "incoming weights (28×28)"
-        return uris, f"Each tile: the unit's {what}; blue positive, red negative, white 0, one scale for all " \
-                     f"tiles (±{vmax:.3g}: the layer's largest weight at epoch {t.epoch})."
-    uris = [D.top_mean_uri(stats, u) for u in range(t.units)]
-    return uris, f"Each tile: the mean of the unit's top {stats.top.shape[1]} test images (dark = ink; " \
-                  "plain grey: a dead unit)."
-
-
-def tiles(t: D.Target, sort: str = "index") -> tuple[list, str]:
+def tiles(t: Target, sort: str = "index") -> tuple[list, str]:
     """The layer's tiles in the chosen order, and the legend line."""
-    stats = D.layer_stats(t)
-    labels = D.neuron_labels(t.run_id, t.layer)
-    uris, legend = tile_images(t, stats)
+    stats = S.layer_stats(t)
+    labels = S.neuron_labels(t.run_id, t.layer)
+    uris, legend = tile_uris(t, stats, S.weights(t))
     out = []
     for u in sort_units(stats, sort):
-        name = labels.get(u, {}).get("name", "")
         verdict = stats.verdicts[u]
         out.append(dcc.Link([
-            html.Img(src=uris[u], alt=f"unit {u}", className="neurons-tile-img",
-                     style={"width": TILE_PX, "height": TILE_PX, "imageRendering": "pixelated",
-                            "border": "1px solid var(--border)", "display": "block", "margin": "0 auto 4px"}),
-            html.Div([html.B(f"#{u}"), " ", html.Span(name, className="neurons-tile-name")],
+            html.Img(src=uris[u], alt=f"unit {u}", className="neurons-tile-img", style=TILE_IMG_STYLE),
+            html.Div([html.B(f"#{u}"), " ", html.Span(labels.get(u, {}).get("name", ""), className="neurons-tile-name")],
                      style={"overflow": "hidden", "textOverflow": "ellipsis", "whiteSpace": "nowrap"}),
             html.Div(verdict, className="neurons-tile-verdict small",
                      style={"color": verdict_color(verdict), "fontWeight": 600}),
             html.Div(f"SI {stats.si[u]:.2f}", className="neurons-tile-si small muted"),
         ], href=unit_href(t.run_id, t.layer, u, t.epoch), className="neurons-tile", title=f"unit {u}: {verdict}",
-            style={"display": "block", "padding": "8px", "border": "1px solid var(--border)", "borderRadius": "8px",
-                   "background": "var(--surface)", "color": "var(--text)", "textDecoration": "none",
-                   "textAlign": "center"}))
+            style=TILE_STYLE))
     return out, legend
-
-
-def epoch_slider(component_id: str, t: D.Target) -> dcc.Slider:
-    return dcc.Slider(id=component_id, min=t.epochs[0], max=t.epochs[-1], step=None, value=t.epoch,
-                      marks={e: str(e) for e in t.epochs}, allow_direct_input=False)
-
-
-def error_page(message: str):
-    return html.Div([html.H2("Neurons"), html.Div(message, className="message message-error"),
-                     dcc.Link("← all runs", href="/")])
 
 
 def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
     try:
-        t = D.resolve(run_id, layer, epoch)
+        t = resolve(run_id, layer, epoch)
         sort = sort if isinstance(sort, str) and sort in SORTS else "index"
         tile_list, legend = tiles(t, sort)
+        hidden = hidden_layers(store.get_run(t.run_id))
     except StoreError as e:
-        return error_page(str(e))
-    hidden = D.hidden_layers(D.store.get_run(t.run_id))
+        return widgets.error_page("Neurons", str(e))
     layer_links = [dcc.Link(f"Layer {i} ({name})", href=layer_href(t.run_id, i, t.epoch),
                             style={"fontWeight": 700 if i == t.layer else 400})
                    for i, name in enumerate(hidden, start=1)]
@@ -95,7 +64,8 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
         html.H2(f"Neurons · {t.run_name}"),
         html.Div([dcc.Link("← run page", href=f"/runs/{t.run_id}"), *layer_links], className="row"),
         html.Div([
-            html.Div([html.Label("Epoch", className="small muted"), epoch_slider("neurons-epoch", t)],
+            html.Div([html.Label("Epoch", className="small muted"),
+                      widgets.epoch_slider("neurons-epoch", t.epochs, t.epoch, allow_direct_input=False)],
                      className="grow"),
             html.Div([html.Label("Sort by", className="small muted"),
                       dcc.Dropdown(id="neurons-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
@@ -117,9 +87,9 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
           prevent_initial_call=True)
 def update_tiles(epoch, sort, target):
     try:
-        return tiles(D.resolve(target["run_id"], target["layer"], epoch), sort)
+        return tiles(resolve(target["run_id"], target["layer"], epoch), sort)
     except StoreError as e:
-        return html.Div(str(e), className="message message-error"), ""
+        return widgets.message(str(e), "error"), ""
 
 
 # The epoch and the sort order go into the address as they change (see clientside.js for why replaceState).

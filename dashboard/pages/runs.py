@@ -12,15 +12,15 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import store
 from dashboard.views import runs_view as V
+from dashboard.views import widgets
+from training import contract as C
 
 dash.register_page(__name__, path="/", title="Runs · MNIST Lab")
 
 LIVE_MS = 3000
 FILTER_EXAMPLE = "params.lr = '3.0' and metrics.test_acc > 0.9"
-
-
-HEADERS = {"activation": "act.", "optimizer": "optim.", "batch_size": "batch", "epochs": "epochs", "seed": "seed",
-           "lr": "lr", "loss": "loss"}
+HEADERS = {C.PARAM_ACTIVATION: "act.", C.PARAM_OPTIMIZER: "optim.", C.PARAM_BATCH_SIZE: "batch"}  # the rest: the name
+NARROW = (C.PARAM_LR, C.PARAM_SEED, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS)  # columns of short numbers
 
 
 def _columns() -> list[dict]:
@@ -31,8 +31,7 @@ def _columns() -> list[dict]:
              {"field": "status", "width": 105, "cellClass": {"function": "'status-' + params.value"}},
              {"field": "final_test_acc", "headerName": "final test acc", "valueFormatter": pct, "width": 120, **num},
              {"field": "best_test_acc", "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
-            + [{"field": p, "headerName": HEADERS.get(p, p), "width": 80 if p in ("lr", "seed", "batch_size", "epochs") else 100}
-               for p in V.KEY_PARAMS if p != "arch"]
+            + [{"field": p, "headerName": HEADERS.get(p, p), "width": 80 if p in NARROW else 100} for p in V.KEY_PARAMS]
             + [{"field": "duration_s", "headerName": "duration", "width": 105, **num,
                 "valueFormatter": {"function": "formatDuration(params.value)"}},
                {"field": "start_time", "headerName": "start (UTC)", "width": 160, "sort": "desc"}])
@@ -41,9 +40,8 @@ def _columns() -> list[dict]:
 def layout(experiment: str | None = None, filter: str | None = None, **_query):  # noqa: A002 (URL key)
     try:
         exps = store.experiments()
-    except Exception as e:  # an unreachable store is the user's to fix, not a traceback
-        return html.Div([html.H2("Runs"), html.Div(f"Cannot read the MLflow store: {str(e).splitlines()[0][:300]}",
-                                                  className="message message-error")])
+    except store.StoreError as e:  # an unreachable store is the user's to fix, not a traceback
+        return html.Div([html.H2("Runs"), widgets.message(str(e), "error")])
     ids = [e["id"] for e in exps]
     exp_id = experiment if experiment in ids else (ids[0] if ids else None)
     filter_string = filter or ""
@@ -62,7 +60,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                       placeholder=f"MLflow filter, e.g. {FILTER_EXAMPLE}  (Enter to apply)"),
             dcc.Link("Compare", id="runs-compare", href="/compare", className="button button-primary button-disabled"),
         ], className="row"),
-        html.Div(message, id="runs-message", className="message message-error"),
+        widgets.message(message, "error", id="runs-message"),
         html.Div(id="runs-summary", className="muted small", children=_summary(frame)),
         dag.AgGrid(id="runs-grid", columnDefs=_columns(), rowData=V.table_rows(frame),
                    getRowId="params.data.run_id",
@@ -73,8 +71,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                                     "tooltipShowDelay": 600, "animateRows": False},
                    style=_grid_style(len(frame)), className="card"),
         html.H3("Grid review"),
-        html.Div(dcc.Graph(id="runs-parallel", figure=V.parallel_figure(frame, params),
-                           config={"displaylogo": False}), className="card"),
+        html.Div(widgets.graph(V.parallel_figure(frame, params), "runs-parallel"), className="card"),
         html.Div([
             html.Div([
                 html.Span("Heatmap:", className="muted"),
@@ -86,7 +83,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                 html.Span("and x", className="muted"),
                 dcc.Dropdown(id="runs-heat-x", options=params, value=x, clearable=False, style={"width": "150px"}),
             ], className="row small"),
-            dcc.Graph(id="runs-heatmap", figure=V.heatmap_figure(frame, x, y), config={"displaylogo": False}),
+            widgets.graph(V.heatmap_figure(frame, x, y), "runs-heatmap"),
         ], className="card"),
         dcc.Interval(id="runs-live", interval=LIVE_MS, disabled=not V.any_running(frame)),
     ])
@@ -109,7 +106,7 @@ def _grid_style(n_rows: int) -> dict:
 def _summary(frame) -> str:
     if frame.empty:
         return "No runs match."
-    running = int((frame["status"] == "RUNNING").sum())
+    running = int((frame["status"] == C.STATUS_RUNNING).sum())
     return f"{len(frame)} runs" + (f", {running} running (updating live)" if running else "") + ". Tick runs, then Compare."
 
 
@@ -118,7 +115,7 @@ def _summary(frame) -> str:
           prevent_initial_call=True)
 def put_view_in_url(experiment_id, filter_string, search):
     """Experiment and filter go into the URL; the page then re-renders from it (so reload and back/forward agree)."""
-    query = {"experiment": experiment_id or ""}
+    query = dict(experiment=experiment_id or "")
     if filter_string and filter_string.strip():
         query["filter"] = filter_string.strip()
     new = "?" + urlencode(query)

@@ -14,14 +14,13 @@ from dashboard.views.theme import TEMPLATE, empty_figure, run_colors
 from training import contract as C
 
 MAX_RUNS = 20
+EPOCHS_TRAINED = "epochs trained"  # the metrics table's last column: the last step any curve reached
 CURVES = {  # metric key -> (chart title, y-axis title, is an accuracy)
     C.TRAIN_LOSS: ("Train loss", "loss (mean per example)", False),
     C.TEST_LOSS: ("Test loss", "loss (mean per example)", False),
     C.TRAIN_ACC: ("Train accuracy", "accuracy (%)", True),
     C.TEST_ACC: ("Test accuracy", "accuracy (%)", True),
 }
-# Params that are the same for every run by construction or that name rather than configure a run.
-HIDDEN_PARAMS = ("run_name", "experiment")
 
 
 @dataclass
@@ -107,12 +106,14 @@ def _epoch_tick(last_epoch) -> int | None:
 
 
 def params_table(runs: list, show_all: bool = False) -> pd.DataFrame:
-    """Rows are params, columns are run ids; only params whose values differ unless `show_all`.
+    """Rows are params, columns are run ids; only hyperparameters whose values differ unless `show_all`.
 
-    A param a run lacks shows as "—", which counts as a difference.
+    A param a run lacks shows as "—", which counts as a difference.  The params that name a run (its
+    name, its experiment) are never rows: the columns already say which run is which.
     """
     cols = {r.info.run_id: r.data.params for r in runs}
-    names = sorted({k for p in cols.values() for k in p if k not in HIDDEN_PARAMS})
+    names = sorted({k for p in cols.values() for k in p
+                    if k not in C.NAMING_PARAMS and (show_all or C.is_hyperparameter(k))})
     table = pd.DataFrame({rid: [p.get(k, "—") for k in names] for rid, p in cols.items()}, index=names)
     if not show_all and len(runs) > 1:
         table = table[table.nunique(axis=1) > 1]
@@ -130,7 +131,7 @@ def metrics_table(comp: Comparison) -> pd.DataFrame:
             d = h[h["key"] == key].sort_values("step")
             row[f"final {key}"] = d["value"].iloc[-1] if len(d) else np.nan
             row[f"best {key}"] = (d["value"].max() if is_acc else d["value"].min()) if len(d) else np.nan
-        row["epochs"] = int(h["step"].max()) if len(h) else np.nan
+        row[EPOCHS_TRAINED] = int(h["step"].max()) if len(h) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

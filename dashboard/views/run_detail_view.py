@@ -1,14 +1,14 @@
 """Figures for one run's detail page.  Pure functions: arrays and DataFrames in, Plotly figures out.
 
-The page (`dashboard/pages/run_detail.py`) reads the store and passes plain data here, so every
-figure can be built and tested without a server.
+The page (`dashboard/pages/run_detail.py`) gets plain data from `dashboard.run_data` and passes it
+here, so every figure can be built and tested without a server.
 """
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.views import theme
+from dashboard.views import theme, widgets
 from training import contract as C
 
 TRAIN_COLOR, TEST_COLOR = theme.PALETTE[0], theme.PALETTE[1]
@@ -17,12 +17,8 @@ GOOD, BAD = "#1a9850", "#d73027"  # write-up D: green for right, red for wrong
 PERCENTILES = (0.0, 6.68, 15.87, 30.85, 50.0, 69.15, 84.13, 93.32, 100.0)
 
 
-def _fig(height: int = 320, **layout) -> go.Figure:
-    return go.Figure(layout=dict(template=theme.TEMPLATE, height=height, **layout))
-
-
 def loss_label(loss: str | None) -> str:
-    return {"cross_entropy": "loss (cross-entropy, nats)", "mse": "loss (quadratic cost)"}.get(loss or "", "loss")
+    return {"cross_entropy": "loss (cross-entropy, nats)", "mse": "loss (quadratic cost)"}.get(loss or "", "loss (mean per example)")
 
 
 # ---- what a run has ------------------------------------------------------------------------------
@@ -58,7 +54,7 @@ def missing_parts(params: dict, metrics: dict, layers: list[str], epochs: list[i
     if not layers:
         missing.append(f"param '{C.PARAM_LAYERS}': no architecture, gradient-flow or dead-unit views")
     elif not any(C.grad_norm_key(l) in metrics for l in layers):
-        missing.append("grad_norm/<layer> metrics: no gradient flow")
+        missing.append(f"{C.grad_norm_key('<layer>')} metrics: no gradient flow")
     if not epochs:
         missing.append(f"snapshot artifacts ({C.SNAPSHOT_DIR}/epoch_XXXX.npz): no activation, weight, "
                        "confidence, prediction or loss-landscape views")
@@ -91,7 +87,7 @@ def progress_figure(histories: dict[str, pd.DataFrame], loss: str | None = None)
 
 def metrics_figure(histories: dict[str, pd.DataFrame]) -> go.Figure:
     """Whatever metrics a run logged (for runs outside the contract), one line each against step."""
-    fig = _fig(320, legend=dict(title_text="metric"))
+    fig = widgets.figure(320, legend=dict(title_text="metric"))
     for key, df in histories.items():
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines+markers", name=key,
                                  hovertemplate=f"{key} step %{{x}}: %{{y:.4g}}<extra></extra>"))
@@ -107,7 +103,7 @@ def _epoch_dtick(histories) -> int | None:
 
 def gradient_figure(grad_norms: dict[str, pd.DataFrame]) -> go.Figure:
     """Each layer's mean gradient norm per epoch, log scale: gradient flow from output back to input."""
-    fig = _fig(320, legend=dict(title_text="layer"))
+    fig = widgets.figure(320, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(grad_norms.items()):
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines+markers", name=layer,
                                  line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
@@ -120,7 +116,7 @@ def gradient_figure(grad_norms: dict[str, pd.DataFrame]) -> go.Figure:
 def dead_figure(dead: dict[str, pd.DataFrame], activation: str | None, limit: float = 0.5) -> go.Figure:
     """Dead (ReLU) or saturated (sigmoid/tanh) fraction of each hidden layer's units per epoch, with the warning line."""
     word = "dead" if activation == "relu" else "saturated"
-    fig = _fig(300, legend=dict(title_text="layer"))
+    fig = widgets.figure(300, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(dead.items()):
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"] * 100, mode="lines+markers", name=layer,
                                  line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
@@ -156,7 +152,7 @@ def activation_figure(snapshot: dict, layers: list[str], epoch: int, reference: 
                                      mode="lines", name=f"epoch {reference_epoch}", legendgroup="ref",
                                      line=dict(color=TEST_COLOR, width=1.5), showlegend=i == 1,
                                      hoverinfo="skip"), 1, i)
-        fig.update_xaxes(title_text="activation", row=1, col=i)
+        fig.update_xaxes(title_text="activation value", row=1, col=i)
     fig.update_yaxes(title_text="share of activations (%, log)", row=1, col=1)
     fig.update_yaxes(type="log", dtick=1, tickformat="~g")
     return fig
@@ -207,7 +203,7 @@ def confidence_figure(snapshot: dict, epoch: int) -> go.Figure:
     """Histograms of the predicted class's confidence for correct vs incorrect test predictions."""
     edges = np.asarray(snapshot[C.CONF_EDGES], dtype=float)
     mids, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = _fig(320, barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.25))
+    fig = widgets.figure(320, barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.25))
     for key, name, color in ((C.CONF_HIST_CORRECT, "correct", GOOD), (C.CONF_HIST_INCORRECT, "incorrect", BAD)):
         counts = np.asarray(snapshot[key])
         fig.add_trace(go.Bar(x=mids, y=counts, width=width, name=f"{name} ({int(counts.sum()):,})",
@@ -231,7 +227,7 @@ def confusion_figure(cm: np.ndarray, epoch: int) -> go.Figure:
     """Counts per (true, predicted) digit; colour is the share of the true class, so errors stand out."""
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1) * 100
     digits = [str(d) for d in range(cm.shape[0])]
-    fig = _fig(420, margin=dict(l=56, r=16, t=40, b=48))
+    fig = widgets.figure(420, margin=dict(l=56, r=16, t=40, b=48))
     fig.add_trace(go.Heatmap(z=share, x=digits, y=digits, text=cm, texttemplate="%{text}",
                              colorscale="Blues", zmin=0, zmax=100, colorbar=dict(title="% of true"),
                              hovertemplate="true %{y}, predicted %{x}: %{text} images (%{z:.1f} %)<extra></extra>"))
@@ -262,7 +258,7 @@ def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, 
     cell_w, cell_h = 28 + gap, 28 + head
     canvas = np.full((rows * cell_h, cols * cell_w - gap), np.nan)
     scale = tile_px / 28
-    fig = _fig(int(rows * cell_h * scale) + 8, width=int((cols * cell_w - gap) * scale) + 8,
+    fig = widgets.figure(int(rows * cell_h * scale) + 8, width=int((cols * cell_w - gap) * scale) + 8,
                margin=dict(l=4, r=4, t=4, b=4))
     for i in range(n):
         r, c = divmod(i, cols)
@@ -313,7 +309,7 @@ def architecture_rows(layers, activation: str | None, loss: str | None) -> list[
 def architecture_figure(rows: list[dict]) -> go.Figure:
     """Layers as boxes left to right, height growing with log(units), labelled with shape and parameters."""
     total = sum(r["params"] for r in rows)
-    fig = _fig(280, margin=dict(l=8, r=8, t=40, b=8),
+    fig = widgets.figure(280, margin=dict(l=8, r=8, t=40, b=8),
                title=dict(text=f"{total:,} parameters"))
     max_log = max(np.log10(max(r["units"], 1)) for r in rows)
     for i, r in enumerate(rows):
@@ -347,10 +343,10 @@ def _pc_title(i: int, explained) -> str:
 
 def landscape_contour_figure(ls) -> go.Figure:
     """Contours of the loss on the trajectory's PCA plane, with the path from epoch 0 to the last epoch."""
-    fig = _fig(440, legend=dict(orientation="h", y=-0.18))
+    fig = widgets.figure(440, legend=dict(orientation="h", y=-0.18))
     fig.add_trace(go.Contour(x=ls.alphas, y=ls.betas, z=ls.loss, colorscale=theme.SEQUENTIAL, ncontours=24,
                              colorbar=dict(title=loss_label(ls.loss_name).replace(" (", "<br>(")),
-                             hovertemplate="(%{x:.3g}, %{y:.3g}): loss %{z:.4g}<extra></extra>", name="loss"))
+                             hovertemplate="(%{x:.3g}, %{y:.3g}): loss %{z:.4g}<extra></extra>", name="loss surface"))
     fig.add_trace(go.Scatter(x=ls.path[:, 0], y=ls.path[:, 1], mode="lines+markers+text", name="training path",
                              text=[str(e) for e in ls.epochs], textposition="top center",
                              line=dict(color="white", width=2), marker=dict(color=BAD, size=8),
@@ -363,7 +359,7 @@ def landscape_contour_figure(ls) -> go.Figure:
 
 def landscape_surface_figure(ls) -> go.Figure:
     """The same loss as a 3-D surface, with the path drawn on it."""
-    fig = _fig(480, margin=dict(l=0, r=0, t=30, b=0))
+    fig = widgets.figure(480, margin=dict(l=0, r=0, t=30, b=0))
     fig.add_trace(go.Surface(x=ls.alphas, y=ls.betas, z=ls.loss, colorscale=theme.SEQUENTIAL, opacity=0.9,
                              showscale=False, hovertemplate="loss %{z:.4g}<extra></extra>"))
     fig.add_trace(go.Scatter3d(x=ls.path[:, 0], y=ls.path[:, 1], z=ls.path_loss, mode="lines+markers",

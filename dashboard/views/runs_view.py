@@ -13,10 +13,11 @@ from dashboard import store
 from dashboard.views.theme import SEQUENTIAL, TEMPLATE, empty_figure
 from training import contract as C
 
-KEY_PARAMS = ["arch", "activation", "loss", "optimizer", "lr", "batch_size", "epochs", "seed"]
-# Params that identify or document a run rather than change it: never a sweep axis.
-# `arch` and `n_params` follow from sizes, activation and arch, so as axes they only repeat them.
-NOT_HYPERPARAMS = ("run_name", "experiment", "dataset", "layers", "snapshot_every", "arch", "n_params")
+# The table's param columns; each row also carries the architecture label (store.arch_label).
+KEY_PARAMS = (C.PARAM_ACTIVATION, C.PARAM_LOSS, C.PARAM_OPTIMIZER, C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS,
+              C.PARAM_SEED)
+# Sweep axes shown first, in this order (write-up C's grid is lr x batch size); the seed goes last.
+PREFERRED_AXES = (C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS, C.PARAM_ACTIVATION, C.PARAM_MOMENTUM)
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
     "best_test_acc": ("best test accuracy", True),
@@ -51,7 +52,7 @@ def add_summaries(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 
 
 def any_running(frame: pd.DataFrame) -> bool:
-    return bool(not frame.empty and (frame["status"] == "RUNNING").any())
+    return bool(not frame.empty and (frame["status"] == C.STATUS_RUNNING).any())
 
 
 def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dict]:
@@ -67,7 +68,7 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
     for r in frame.to_dict("records"):
         parent = r.get("parent_run_id") if r.get("parent_run_id") in ids else None
         duration = r.get("duration_s")
-        if (duration is None or _nan(duration)) and r["status"] == "RUNNING" and not pd.isna(r["start_time"]):
+        if (duration is None or _nan(duration)) and r["status"] == C.STATUS_RUNNING and not pd.isna(r["start_time"]):
             duration = (now - r["start_time"]).total_seconds()
         row = {"run_id": r["run_id"], "name": r.get("name") or r["run_id"][:8], "status": r["status"],
                "parent": parent, "is_parent": bool(r.get("is_grid_parent")),
@@ -75,9 +76,10 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
                "best_epoch": _num(r.get("best_epoch")),
                "duration_s": None if duration is None or _nan(duration) else float(duration),
                "start_time": None if pd.isna(r["start_time"]) else r["start_time"].strftime("%Y-%m-%d %H:%M:%S")}
-        for p in KEY_PARAMS:
-            v = r.get(f"params.{p}")
-            row[p] = None if v is None or _nan(v) else v
+        params = {p: v for p in (*KEY_PARAMS, C.PARAM_ARCH, C.PARAM_ARCH_LABEL)
+                  if (v := r.get(f"params.{p}")) is not None and not _nan(v)}
+        row.update({p: params.get(p) for p in KEY_PARAMS})
+        row[C.PARAM_ARCH_LABEL] = store.arch_label(params)
         rows.append(row)
     by_id = {row["run_id"]: row for row in rows}
     for row in rows:
@@ -109,7 +111,9 @@ def varying_params(frame: pd.DataFrame) -> list[str]:
     out = []
     for col in sorted(c for c in runs.columns if c.startswith("params.")):
         name = col[len("params."):]
-        if name in NOT_HYPERPARAMS or name.startswith(C.PARAM_SHA256_PREFIX):
+        # arch follows from sizes (the CNN's is "cnn"), and older runs hold the whole label in it: as an
+        # axis it would only repeat sizes and activation.
+        if not C.is_hyperparameter(name) or name == C.PARAM_ARCH:
             continue
         if runs[col].dropna().nunique() > 1:
             out.append(name)
@@ -169,9 +173,9 @@ def heatmap_figure(frame: pd.DataFrame, x: str | None, y: str | None, metric: st
 
 def default_axes(params: list[str]) -> tuple[str | None, str | None]:
     """The two sweep axes to show first: lr and batch_size when they vary (write-up C's grid), else the first two."""
-    preferred = [p for p in ("lr", "batch_size", "epochs", "activation", "momentum") if p in params]
-    rest = [p for p in params if p not in preferred and p != "seed"]
-    picks = (preferred + rest + [p for p in params if p == "seed"])[:2]
+    preferred = [p for p in PREFERRED_AXES if p in params]
+    rest = [p for p in params if p not in preferred and p != C.PARAM_SEED]
+    picks = (preferred + rest + [p for p in params if p == C.PARAM_SEED])[:2]
     return (picks + [None, None])[0], (picks + [None, None])[1]
 
 

@@ -1,0 +1,79 @@
+"""What the unit page shows for one unit at one epoch, loaded from the neuron statistics and built.
+
+The loader half of the unit page: it reads dashboard.neuron_stats (cached) and hands arrays to the
+pure builders in neuron_figures, neuron_images and unit_report.
+"""
+from dash import dcc, html
+
+from dashboard import neuron_stats as S
+from dashboard.neuron_target import Target, unit_href
+from dashboard.views import widgets
+from dashboard.views.neuron_figures import class_means_figure, histogram_figure, per_class_figure, weights_figure
+from dashboard.views.neuron_images import ink, png_uri, top_mean_uri, verdict_color
+from dashboard.views.unit_report import report_html, summary_sentence
+
+STRIP_PX = 56  # a top or bottom image's side on the page
+
+
+def image_strip(indices, acts, labels, images, class_name: str) -> list:
+    """Test images with their digit and the unit's activation, in the order given."""
+    return [html.Figure([
+        html.Img(src=png_uri(ink(images[i])), alt=f"test image {i}",
+                 style={"width": STRIP_PX, "height": STRIP_PX, "imageRendering": "pixelated",
+                        "border": "1px solid var(--border)"}),
+        html.Figcaption([html.B(str(labels[i])), f" · {acts[i]:.3f}"], className="small"),
+    ], className=class_name, title=f"test image #{i}: digit {labels[i]}, activation {acts[i]:.4f}",
+        style={"margin": 0, "textAlign": "center"}) for i in indices]
+
+
+def panels(t: Target, unit: int) -> dict:
+    """Everything the epoch scrubber updates, for one unit at t.epoch."""
+    stats = S.layer_stats(t)
+    images, labels = S.test_images()
+    a = stats.acts[:, unit]
+    dead_note = [html.Span("The unit is dead: all 10,000 images tie, so these are simply the first ones.",
+                           className="small muted")] if stats.dead[unit] else []
+    return {
+        "weights": weights_figure(t, S.weights(t), unit),
+        "top_mean": top_mean_uri(stats, unit),
+        "top": image_strip(stats.top[unit], a, labels, images, "unit-top-img") + dead_note,
+        "bottom": image_strip(stats.bottom[unit], a, labels, images, "unit-bottom-img"),
+        "hist": histogram_figure(stats, unit),
+        "per_class": per_class_figure(stats, unit, labels),
+        "means": class_means_figure(stats, unit),
+        "summary": summary_sentence(t, stats, unit, labels),
+        "verdict": stats.verdicts[unit],
+        "k": stats.top.shape[1],
+    }
+
+
+def _compare_side(target: Target, unit: int, who: str):
+    stats = S.layer_stats(target)
+    if target.first:
+        title = f"{who}: unit {unit}, epoch {target.epoch}"
+        pic = widgets.graph(weights_figure(target, S.weights(target), unit, title), responsive=False)
+    else:
+        pic = html.Img(src=top_mean_uri(stats, unit), style={"width": 140, "imageRendering": "pixelated"})
+    verdict = stats.verdicts[unit]
+    return html.Div([pic, html.Div([
+        html.B(f"{who}: "), dcc.Link(f"unit {unit}", href=unit_href(target.run_id, target.layer, unit, target.epoch)),
+        " · ", html.Span(verdict, style={"color": verdict_color(verdict)}), f" · SI {stats.si[unit]:.2f}"])])
+
+
+def compare_panel(t: Target, unit: int, other_run_id: str):
+    """This unit and its best match in another run, side by side, with the correlation and both verdicts."""
+    m = S.best_match(t, unit, other_run_id)
+    return html.Div([
+        html.P([f"Best match in {m.other.run_name} ({other_run_id[:8]}): unit {m.unit}, correlation ",
+                html.B(f"r = {m.corr:.2f}", id="unit-compare-corr"),
+                f" over the 10,000 test images ({m.method} across the layer's units)."]),
+        html.Div([_compare_side(t, unit, "This run"), _compare_side(m.other, m.unit, "Other run")],
+                 className="grid-2"),
+    ])
+
+
+def report(t: Target, unit: int) -> str:
+    """The unit's one-page HTML report, with its current name and note."""
+    images, labels = S.test_images()
+    label = S.neuron_labels(t.run_id, t.layer).get(unit, {})
+    return report_html(t, unit, S.layer_stats(t), S.weights(t), images, labels, label)
