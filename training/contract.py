@@ -17,6 +17,8 @@ TRAIN_ACC = "train_acc"
 TEST_LOSS = "test_loss"
 TEST_ACC = "test_acc"
 EPOCH_SECONDS = "epoch_seconds"
+VAL_LOSS = "val_loss"  # on the held-out last val_size training images, when val_size > 0
+VAL_ACC = "val_acc"
 EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, EPOCH_SECONDS)
 
 # Per-layer, per-epoch metrics: f"{prefix}/{layer_name}".
@@ -134,6 +136,10 @@ TAG_SOURCE_RUN = "migrate.source_run_id"  # on a run copied by training.migrate_
 # On experiments: MLflow 3's UI tells model-training experiments from GenAI ones by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow's own: the run's description (markdown, shown on its run page) and where it came from.
+TAG_NOTE = "mlflow.note.content"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
 TRUE = "true"  # the value of flag tags such as grid.parent
 NEURON_TAG_PREFIX = "neuron"
 
@@ -169,10 +175,10 @@ TERMINAL_STATUSES = (STATUS_FINISHED, STATUS_FAILED, STATUS_KILLED)
 DATASET_NAME = "mnist"
 
 # ---- the grouping tests/test_structure.py reads ----
-METRICS = EPOCH_METRICS
+METRICS = EPOCH_METRICS + (VAL_LOSS, VAL_ACC)
 PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS)
 TAGS = (TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
-        TAG_EXPERIMENT_KIND, TAG_SOURCE_RUN)
+        TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN)
 ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
              PRED_CLASS, PRED_CONFIDENCE)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
