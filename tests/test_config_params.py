@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training import contract as C
-from training.config import ACTIVATIONS, LOSSES, OPTIMIZERS, ConfigError, RunConfig
+from training.config import ACTIVATIONS, INITS, LOSSES, MNIST_TRAIN_SIZE, OPTIMIZERS, ConfigError, RunConfig
 
 sizes = st.lists(st.integers(1, 512), min_size=0, max_size=3).map(lambda hidden: (784, *hidden, 10))
 common = dict(
@@ -17,10 +17,13 @@ common = dict(
 
 
 def configs(arch):
-    def build(train_size, batch_fraction, **kw):
-        return RunConfig(arch=arch, train_size=train_size, batch_size=max(1, int(train_size * batch_fraction)), **kw)
+    def build(train_fraction, val_size, batch_fraction, init, init_std, **kw):
+        train_size = max(1, int((MNIST_TRAIN_SIZE - val_size) * train_fraction))
+        return RunConfig(arch=arch, train_size=train_size, val_size=val_size, init=init,
+                         init_std=None if init else init_std, batch_size=max(1, int(train_size * batch_fraction)), **kw)
     extra = {"sizes": sizes} if arch == "mlp" else {}
-    return st.builds(build, train_size=st.integers(1, 60_000), batch_fraction=st.floats(0, 1), **common, **extra)
+    return st.builds(build, train_fraction=st.floats(0, 1), val_size=st.just(0) | st.integers(0, MNIST_TRAIN_SIZE - 1),
+                     batch_fraction=st.floats(0, 1), init=st.none() | st.sampled_from(INITS), **common, **extra)
 
 
 @settings(max_examples=150, deadline=None)

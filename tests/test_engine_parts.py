@@ -2,6 +2,7 @@
 metric names, the snapshot schedule, the evaluation (against plain nn.Modules), cohort building, and a
 whole cohort on synthetic images (no MNIST, no MLflow)."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,3 +141,23 @@ def test_a_cohort_reports_every_epoch_snapshots_on_schedule_and_fails_only_the_d
     with torch.no_grad():
         pred = to_module(good, result.params[1])(synthetic.test_x).argmax(-1)
     assert b[-1] == pytest.approx(float((pred == synthetic.test_y).double().mean()))
+
+
+def test_a_cohort_with_val_size_scores_the_last_images_and_never_trains_on_them(synthetic):
+    config = RunConfig(sizes=(784, 16, 10), activation="relu", loss="cross_entropy", epochs=2, train_size=300,
+                       val_size=100, batch_size=20, lr=0.1, init="nielsen")
+    sink = RecordingSink()
+    params = train_cohort([config, replace(config, seed=1)], synthetic, sink).params
+    x_val, y_val = synthetic.train_x[300:], synthetic.train_y[300:]
+    for k in (0, 1):
+        assert [e for e, m in sink.epochs[k] if C.VAL_ACC in m and C.VAL_LOSS in m] == [0, 1, 2]
+        with torch.no_grad():
+            logits = to_module(config, params[k])(x_val)
+        _, last = sink.epochs[k][-1]
+        assert last[C.VAL_ACC] == pytest.approx(float((logits.argmax(-1) == y_val).double().mean()))
+        assert last[C.VAL_LOSS] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y_val)), rel=1e-5)
+    # Scrambling the held-out images changes nothing the models learn: they never train on them.
+    scrambled = Mnist(torch.cat([synthetic.train_x[:300], torch.rand(100, 784)]), synthetic.train_y,
+                      synthetic.test_x, synthetic.test_y, root=None, sha256={})
+    again = train_cohort([config, replace(config, seed=1)], scrambled, RecordingSink()).params
+    assert all(torch.equal(again[k][name], params[k][name]) for k in (0, 1) for name in params[k])

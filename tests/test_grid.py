@@ -193,3 +193,25 @@ def test_dry_run_prints_the_expanded_configs_and_trains_nothing(capsys):
     out = capsys.readouterr().out
     assert "4 configs" in out and "nothing trained" in out
     assert store_is_untouched(tracking_uri())
+
+
+def test_the_summary_gives_mean_and_sample_sd_over_the_seeds_of_each_replicated_config(tmp_path, capsys):
+    from training.grid_summary import print_summary, replicate_key, replicate_rows
+    spec = load_grid(write(tmp_path, """
+        base: {sizes: [784, 20, 10], epochs: 2}
+        runs:
+          - {run_name: "C seed 0", seed: 0}
+          - {run_name: "C seed 1", seed: 1}
+          - {run_name: "C seed 2", seed: 2}
+          - {run_name: "D", lr: 0.5}
+          - {run_name: "E", seed: 3}
+    """))
+    finals = [0.9402, 0.9391, 0.9385, 0.91, 0.95]
+    rows = [{"config": c.run_name, "status": C.STATUS_FINISHED, "final": f, "best": f, "time": 1.0, "run_id": "r",
+             "replicate_of": replicate_key(c), "replicate_label": c.run_name.removesuffix(f" seed {c.seed}")}
+            for c, f in zip(spec.configs, finals)]
+    [c] = replicate_rows(rows)  # E trains what C does, with its own seed, but is named apart
+    assert (c["config"], c["n"], c["of"]) == ("C", 3, 3)
+    assert c["mean"] == pytest.approx(np.mean(finals[:3])) and c["sd"] == pytest.approx(np.std(finals[:3], ddof=1))
+    print_summary(rows)
+    assert f"C  {np.mean(finals[:3]):7.2%} ± {100 * np.std(finals[:3], ddof=1):.2f} pp (n=3 of 3)" in capsys.readouterr().out

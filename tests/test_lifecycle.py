@@ -76,6 +76,21 @@ def test_an_error_ends_the_open_runs_failed_with_the_error_and_goes_on_up(store)
     assert all(steps(client, r) == [0] for r in run_ids)  # what it logged is kept
 
 
+def test_each_run_ends_with_what_its_describer_says_and_a_describer_bug_does_not_keep_it_open(store):
+    client, _ = store
+    runs, exp = OpenRuns(client), client.create_experiment("described")
+    said, broken = (client.create_run(exp).info.run_id for _ in range(2))
+    runs.add(said, lambda status, reason: f"{status} because {reason}")
+    runs.add(broken, lambda status, reason: 1 / 0)
+    with pytest.raises(RuntimeError):
+        with RunLifecycle(runs):
+            raise RuntimeError("disk full")
+    notes = [client.get_run(r).data.tags[C.TAG_NOTE] for r in (said, broken)]
+    assert notes[0] == "FAILED because crashed: RuntimeError: disk full"
+    assert notes[1] == "FAILED: crashed: RuntimeError: disk full (no description: ZeroDivisionError: division by zero)"
+    assert ended(client, [said, broken]) == [(C.STATUS_FAILED, "crashed: RuntimeError: disk full")] * 2
+
+
 def test_a_crash_reason_keeps_the_first_300_characters_of_the_error():
     assert crash_reason(ValueError("x" * 1000)) == "crashed: ValueError: " + "x" * CRASH_TEXT
 

@@ -16,9 +16,11 @@ MAX_RESULTS = 5000  # runs one search may return: more than any grid has
 
 @dataclass(frozen=True)
 class ChildOf:
-    """Where a grid's child runs belong: the parent run, and the grid's name that finds them on a rerun."""
+    """Where a grid's child runs belong: the parent run, the grid's name that finds them on a rerun, and
+    the grid file they come from (their source)."""
     parent_id: str
     grid_name: str
+    source: str | None = None
 
     def tags(self) -> dict[str, str]:
         return {C.TAG_PARENT_RUN_ID: self.parent_id, C.TAG_GRID_NAME: self.grid_name}
@@ -47,7 +49,7 @@ def train_one_cohort(configs: list[RunConfig], data: Mnist, parent: ChildOf, pro
     lost tracking server stop it (see training.lifecycle).
     """
     mlflow_client = client()
-    sink = MlflowSink(mlflow_client, configs, data, extra_tags=[parent.tags() for _ in configs])
+    sink = MlflowSink(mlflow_client, configs, data, extra_tags=[parent.tags() for _ in configs], source=parent.source)
     try:
         with RunLifecycle(sink.runs, interrupted=GRID_INTERRUPTED):
             sink.finish(train_cohort(configs, data, sink, progress=progress).params)

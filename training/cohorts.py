@@ -2,7 +2,8 @@
 
 A cohort is configs that share everything that fixes tensor shapes and the step
 count (`cohort_key`); they may differ in lr, momentum, seed, init and snapshot
-interval.  Plain config arithmetic, torch-free, so a grid file's plan prints at once.
+interval.  They share their validation images too, so val_size is part of the key.
+Plain config arithmetic, torch-free, so a grid file's plan prints at once.
 """
 from training.config import RunConfig
 
@@ -11,7 +12,7 @@ MAX_COHORT = 24  # more models per stack stop paying off on a CPU and cost memor
 
 def cohort_key(config: RunConfig) -> tuple:
     return (config.arch, config.sizes, config.activation, config.loss, config.optimizer, config.batch_size,
-            config.epochs, config.train_size)
+            config.epochs, config.train_size, config.val_size)
 
 
 def steps_per_epoch(config: RunConfig) -> int:

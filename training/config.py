@@ -14,11 +14,16 @@ ACTIVATIONS = ("sigmoid", "relu", "tanh")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam")
 ARCHS = ("mlp", "cnn")
+NIELSEN_INIT = "nielsen"  # network.py's init: every weight and bias from N(0, 1)
+INITS = (NIELSEN_INIT,)  # beside None: PyTorch's default init, or N(0, init_std) weights with init_std
 MNIST_TRAIN_SIZE = 60_000
 INPUT_SIZE, N_CLASSES = 784, 10
 
 # Settings that name a run rather than change what it computes: left out of the config hash.
 NON_TRAINING_KEYS = C.NAMING_PARAMS
+# Options added after grids were first run: left out of the hash at their defaults, so the configs
+# that predate them keep their hash and a rerun still finds them FINISHED.
+LATER_OPTION_DEFAULTS = {C.PARAM_INIT: None, C.PARAM_VAL_SIZE: 0}
 # Params a run must carry for its model to be rebuilt; the rest default (older runs lack newer options).
 MODEL_PARAMS = (C.PARAM_ARCH, C.PARAM_SIZES, C.PARAM_ACTIVATION, C.PARAM_LOSS)
 
@@ -34,13 +39,15 @@ class RunConfig:
     activation: str = "sigmoid"
     loss: str = "mse"
     init_std: float | None = None  # None: PyTorch's default init; else weights ~ N(0, init_std), biases 0
+    init: str | None = None  # "nielsen": weights and biases ~ N(0, 1), as Nielsen's network.py
     optimizer: str = "sgd"
     lr: float = 3.0
     momentum: float = 0.0
     batch_size: int = 10
     epochs: int = 30
     seed: int = 0
-    train_size: int = MNIST_TRAIN_SIZE
+    train_size: int = MNIST_TRAIN_SIZE  # the first train_size images; at most MNIST_TRAIN_SIZE - val_size
+    val_size: int = 0  # the last val_size of the 60,000 training images, held out for validation
     snapshot_every: int = 1
     experiment: str = "mnist"
     run_name: str | None = None
@@ -50,6 +57,10 @@ class RunConfig:
         # from_params(as_params()) exact and cohort keys equal.
         if self.arch == "cnn" and self.sizes != ():
             object.__setattr__(self, C.PARAM_SIZES, ())
+        # Held-out images never train: train_size shrinks to what is left, so `val_size: 10000` alone
+        # gives Nielsen's 50,000/10,000 split (from_dict refuses an explicit train_size that overlaps).
+        if 0 < self.val_size < MNIST_TRAIN_SIZE and self.train_size > MNIST_TRAIN_SIZE - self.val_size:
+            object.__setattr__(self, C.PARAM_TRAIN_SIZE, MNIST_TRAIN_SIZE - self.val_size)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "RunConfig":
@@ -60,6 +71,7 @@ class RunConfig:
             if key not in known:
                 raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
             clean[key] = _coerce(known[key], value, where)
+        _check_split(clean, where)
         config = cls(**clean)
         config.validate(where)
         return config
@@ -102,7 +114,14 @@ class RunConfig:
             (C.PARAM_MOMENTUM, 0 <= self.momentum < 1, "must be in [0, 1)"),
             (C.PARAM_INIT_STD, self.init_std is None or self.init_std > 0,
              "must be > 0 (or left out for PyTorch's default init)"),
-            (C.PARAM_TRAIN_SIZE, 1 <= self.train_size <= MNIST_TRAIN_SIZE, f"must be between 1 and {MNIST_TRAIN_SIZE}"),
+            (C.PARAM_INIT, self.init is None or self.init in INITS,
+             f"is not one of {', '.join(INITS)} (leave it out for PyTorch's default init)"),
+            (C.PARAM_INIT_STD, self.init is None or self.init_std is None,
+             f"does not combine with init={self.init!r}, which draws weights and biases from N(0, 1)"),
+            (C.PARAM_VAL_SIZE, 0 <= self.val_size < MNIST_TRAIN_SIZE, f"must be between 0 and {MNIST_TRAIN_SIZE - 1}"),
+            (C.PARAM_TRAIN_SIZE, 1 <= self.train_size <= MNIST_TRAIN_SIZE - self.val_size,
+             f"must be between 1 and {MNIST_TRAIN_SIZE - self.val_size} ({MNIST_TRAIN_SIZE} training images"
+             f" less val_size={self.val_size})" if self.val_size else f"must be between 1 and {MNIST_TRAIN_SIZE}"),
             (C.PARAM_BATCH_SIZE, 1 <= self.batch_size <= self.train_size,
              f"must be between 1 and train_size ({self.train_size})"),
             (C.PARAM_EPOCHS, self.epochs >= 1, "must be at least 1"),
@@ -115,6 +134,10 @@ class RunConfig:
                 raise ConfigError(f"{where}: {key}={getattr(self, key)!r} {why}")
 
     @property
+    def nielsen_init(self) -> bool:
+        return self.init == NIELSEN_INIT
+
+    @property
     def arch_name(self) -> str:
         if self.arch == "cnn":
             return f"cnn-{self.activation}"
@@ -125,12 +148,16 @@ class RunConfig:
         if self.run_name:
             return self.run_name
         base = "cnn" if self.arch == "cnn" else "mlp-" + "-".join(map(str, self.sizes))
-        return f"{base} {self.activation} {self.optimizer} lr={self.lr:g} bs={self.batch_size}"
+        init = f" init={self.init}" if self.init else ""
+        return f"{base} {self.activation} {self.optimizer} lr={self.lr:g} bs={self.batch_size}{init}"
 
     def training_dict(self) -> dict:
         d = asdict(self)
         for key in NON_TRAINING_KEYS:
             d.pop(key)
+        for key, default in LATER_OPTION_DEFAULTS.items():
+            if d[key] == default:
+                d.pop(key)
         if self.arch == "cnn":
             d.pop(C.PARAM_SIZES)
         return d
@@ -145,6 +172,14 @@ class RunConfig:
         d = asdict(self)
         d[C.PARAM_SIZES] = ",".join(map(str, self.sizes)) if self.arch == "mlp" else C.CNN_SIZES_VALUE
         return {k: (C.DEFAULT_VALUE if v is None else str(v)) for k, v in d.items()}
+
+
+def _check_split(values: dict, where: str) -> None:
+    """An explicit train_size must leave the held-out images alone; left out, it takes what is left."""
+    train, val = values.get(C.PARAM_TRAIN_SIZE), values.get(C.PARAM_VAL_SIZE) or 0
+    if train is not None and isinstance(val, int) and 0 < val < MNIST_TRAIN_SIZE and train + val > MNIST_TRAIN_SIZE:
+        raise ConfigError(f"{where}: train_size={train!r} overlaps the {val} held-out images (val_size={val}): "
+                          f"use at most {MNIST_TRAIN_SIZE - val}, or leave train_size out to train on all of them")
 
 
 def _kind(field) -> tuple[str, bool]:

@@ -42,6 +42,7 @@ PARAM_SIZES = "sizes"  # "784,30,10"; "cnn" for the CNN
 PARAM_ACTIVATION = "activation"
 PARAM_LOSS = "loss"
 PARAM_INIT_STD = "init_std"
+PARAM_INIT = "init"  # "default" (PyTorch's, or N(0, init_std) with init_std) or "nielsen": weights and biases N(0, 1)
 PARAM_OPTIMIZER = "optimizer"
 PARAM_LR = "lr"
 PARAM_MOMENTUM = "momentum"
@@ -49,12 +50,13 @@ PARAM_BATCH_SIZE = "batch_size"
 PARAM_EPOCHS = "epochs"
 PARAM_SEED = "seed"
 PARAM_TRAIN_SIZE = "train_size"
+PARAM_VAL_SIZE = "val_size"  # the last val_size of the 60,000 training images, held out; 0: none
 PARAM_SNAPSHOT_EVERY = "snapshot_every"
 PARAM_EXPERIMENT = "experiment"
 PARAM_RUN_NAME = "run_name"
-CONFIG_PARAMS = (PARAM_ARCH, PARAM_SIZES, PARAM_ACTIVATION, PARAM_LOSS, PARAM_INIT_STD, PARAM_OPTIMIZER, PARAM_LR,
-                 PARAM_MOMENTUM, PARAM_BATCH_SIZE, PARAM_EPOCHS, PARAM_SEED, PARAM_TRAIN_SIZE, PARAM_SNAPSHOT_EVERY,
-                 PARAM_EXPERIMENT, PARAM_RUN_NAME)
+CONFIG_PARAMS = (PARAM_ARCH, PARAM_SIZES, PARAM_ACTIVATION, PARAM_LOSS, PARAM_INIT_STD, PARAM_INIT, PARAM_OPTIMIZER,
+                 PARAM_LR, PARAM_MOMENTUM, PARAM_BATCH_SIZE, PARAM_EPOCHS, PARAM_SEED, PARAM_TRAIN_SIZE, PARAM_VAL_SIZE,
+                 PARAM_SNAPSHOT_EVERY, PARAM_EXPERIMENT, PARAM_RUN_NAME)
 DEFAULT_VALUE = "default"  # how a param that is None (PyTorch's init, no run name given) is logged
 CNN_SIZES_VALUE = "cnn"  # the CNN's `sizes` param: its shape is fixed, not a list of sizes
 

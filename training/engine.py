@@ -55,11 +55,15 @@ def divergence(epoch: int, train_loss: float, initial_loss: float, values: list[
 
 
 def epoch_metrics(train: tuple[float, float], test: tuple[float, float], seconds: float,
-                  grad_norms: dict[str, float], dead_fractions: dict[str, float]) -> dict[str, float]:
-    """One model's logged metrics for one epoch: (loss, accuracy) on train and test, the epoch's training
-    time, and per layer its mean weight-gradient norm and (hidden layers) its fraction of dead units."""
+                  grad_norms: dict[str, float], dead_fractions: dict[str, float],
+                  val: tuple[float, float] | None = None) -> dict[str, float]:
+    """One model's logged metrics for one epoch: (loss, accuracy) on train, test and (with val_size) the
+    held-out images, the epoch's training time, and per layer its mean weight-gradient norm and (hidden
+    layers) its fraction of dead units."""
     metrics = {C.TRAIN_LOSS: train[0], C.TRAIN_ACC: train[1], C.TEST_LOSS: test[0], C.TEST_ACC: test[1],
                C.EPOCH_SECONDS: seconds}
+    if val is not None:
+        metrics[C.VAL_LOSS], metrics[C.VAL_ACC] = val
     metrics.update({C.grad_norm_key(layer): v for layer, v in grad_norms.items()})
     metrics.update({C.dead_fraction_key(layer): v for layer, v in dead_fractions.items()})
     return metrics
@@ -68,6 +72,14 @@ def epoch_metrics(train: tuple[float, float], test: tuple[float, float], seconds
 def wants_snapshot(epoch: int, config: RunConfig) -> bool:
     """Every snapshot_every epochs from the untrained net on, and always the last epoch."""
     return epoch % config.snapshot_every == 0 or epoch == config.epochs
+
+
+def held_out(data: Mnist, config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation images: the last val_size of the training set, never among the first train_size."""
+    n = len(data.train_x)
+    if config.train_size + config.val_size > n:
+        raise ValueError(f"train_size {config.train_size} + val_size {config.val_size} exceed the {n} training images")
+    return data.train_x[n - config.val_size:], data.train_y[n - config.val_size:]
 
 
 class _Cohort:
@@ -80,6 +92,7 @@ class _Cohort:
         self.net = StackedNet(first, [init_params(c, g) for c, g in zip(configs, self.generators)])
         self.evaluator = Evaluator(self.net, first)
         self.x_train, self.y_train = data.train_x[:first.train_size], data.train_y[:first.train_size]
+        self.x_val, self.y_val = held_out(data, first)
         self.stepper = make_stepper(configs, self.net, self.x_train, self.y_train)
         self.alive = [True] * len(configs)
         self.initial_loss = [math.inf] * len(configs)
@@ -113,6 +126,7 @@ class _Cohort:
         ev = self.evaluator.full(self.data.test_x, self.data.test_y)
         x, y = self.x_train[:TRAIN_EVAL_SIZE], self.y_train[:TRAIN_EVAL_SIZE]
         train_loss, train_acc = self.evaluator.loss_acc(x, y)
+        val_loss, val_acc = self.evaluator.loss_acc(self.x_val, self.y_val) if len(self.x_val) else (None, None)
         dead = ev.dead_fractions(self.first.activation)
         layers = [layer.name for layer in self.net.layers]
         for k, config in enumerate(self.configs):
@@ -121,14 +135,15 @@ class _Cohort:
             if epoch == 0:
                 self.initial_loss[k] = float(train_loss[k])
             train, test = (float(train_loss[k]), float(train_acc[k])), (float(ev.loss[k]), float(ev.acc[k]))
+            val = None if val_loss is None else (float(val_loss[k]), float(val_acc[k]))
             norms = dict(zip(layers, grad_norms[k].tolist()))
-            why = divergence(epoch, train[0], self.initial_loss[k], [*train, *test, *norms.values()])
+            why = divergence(epoch, train[0], self.initial_loss[k], [*train, *test, *(val or ()), *norms.values()])
             if why:
                 self.alive[k] = False
                 self.stepper.disable(k)
                 self.sink.fail(k, why)
                 continue
-            metrics = epoch_metrics(train, test, seconds, norms, {l: float(d[k]) for l, d in zip(layers, dead)})
+            metrics = epoch_metrics(train, test, seconds, norms, {l: float(d[k]) for l, d in zip(layers, dead)}, val)
             snap = snapshot(self.net, self.first, k, ev, self.data.test_y) if wants_snapshot(epoch, config) else None
             self.sink.log_epoch(k, epoch, metrics, snap)
 

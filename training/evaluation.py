@@ -5,11 +5,11 @@ import numpy as np
 import torch
 
 from training import contract as C
+from training.architecture import ACT_BINS, CONF_BINS  # the dashboard checks snapshots against these
 from training.config import RunConfig
 from training.models import StackedNet, output_probs, per_model_loss
 
 EVAL_CHUNK = 2_000
-ACT_BINS, CONF_BINS = 40, 20
 SATURATION = 0.01  # a sigmoid unit below 0.01 or above 0.99 (tanh: |a| > 0.98) is saturated
 
 

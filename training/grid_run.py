@@ -17,9 +17,10 @@ from training.cohorts import total_steps
 from training.grid_summary import print_summary, summary_rows
 from training.gridfile import GridSpec
 from training.lifecycle import Interrupted, OpenRuns, RunLifecycle, RunOutcome
+from training.run_description import describe_grid
 from training.runners import Runner
 from training.store_connection import retry
-from training.tracking import client, experiment_id
+from training.tracking import client, experiment_id, source_tags
 
 
 def run_grid(spec: GridSpec, runner: Runner, file: str) -> int:
@@ -36,9 +37,13 @@ def run_grid(spec: GridSpec, runner: Runner, file: str) -> int:
     print(f"{spec.path}: {len(pending)} to train, {len(done)} already FINISHED")
     rerun = f"rerun `python -m training.grid {file}`"
     parent = OpenRuns(mlflow_client)
+    source = str(spec.path)
     parent_id = retry(mlflow_client.create_run, exp_id, run_name=f"grid {spec.name}",
-                      tags={C.TAG_GRID_PARENT: C.TRUE, C.TAG_GRID_NAME: spec.name}).info.run_id
-    parent.add(parent_id)
+                      tags={C.TAG_GRID_PARENT: C.TRUE, C.TAG_GRID_NAME: spec.name, **source_tags(source)}).info.run_id
+    outcomes: list[RunOutcome] = []
+    parent.add(parent_id, lambda status, reason: describe_grid(
+        spec.name, source, len(spec.configs), len(pending), status, reason,
+        sum(o.finished for o in outcomes) if outcomes else None))
     interrupt.install()
     start = time.perf_counter()
     try:
@@ -49,7 +54,7 @@ def run_grid(spec: GridSpec, runner: Runner, file: str) -> int:
             retry(mlflow_client.log_param, parent_id, C.PARAM_N_CONFIGS, len(spec.configs))
             with tqdm(total=sum(total_steps(c) for c in pending), unit="step", unit_scale=True,
                       desc=f"grid {spec.name}") as bar:
-                outcomes = runner.run(pending, data, ChildOf(parent_id, spec.name), bar)
+                outcomes += runner.run(pending, data, ChildOf(parent_id, spec.name, source), bar)
             all_finished = all(o.finished for o in outcomes)
             parent.end(parent_id, C.STATUS_FINISHED if all_finished else C.STATUS_FAILED)
     except Interrupted as stop:

@@ -1,7 +1,7 @@
 """One run lifecycle: every MLflow run a process opens ends FINISHED, FAILED with the error, or KILLED.
 
     runs = OpenRuns(client)
-    runs.add(run_id)                      # as each run is created
+    runs.add(run_id, describe)            # as each run is created; describe(status, reason) -> its description
     with RunLifecycle(runs):
         ...train, logging to the runs...  # any loop: the engine's, or a plain PyTorch one
 
@@ -11,9 +11,13 @@ up.  Ctrl-C or SIGTERM (a KeyboardInterrupt; see training.interrupt) ends them
 KILLED, waiting at most STOP_BUDGET on the store, and raises `Interrupted`,
 which says whether the store took it.  A lost tracking server abandons them:
 one quick try, since every further write would wait out its retries.
+
+However a run ends, it ends here, so this is where it gets its description
+(MLflow's `mlflow.note.content`): what its `describe` says about its status and reason.
 """
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 from training import contract as C
 from training.store_connection import STOP_BUDGET, TrackingLostError, retry
@@ -46,15 +50,18 @@ class Interrupted(KeyboardInterrupt):
         self.ended = ended
 
 
+Describe = Callable[[str, str | None], str]  # (status, failure reason or None) -> the run's description
+
+
 class OpenRuns:
     """The MLflow runs a process has started and not yet ended, in the order they were added."""
 
     def __init__(self, client):
         self.client = client
-        self._open: dict[str, None] = {}  # an ordered set
+        self._open: dict[str, Describe | None] = {}  # an ordered set, with each run's describer
 
-    def add(self, run_id: str) -> None:
-        self._open[run_id] = None
+    def add(self, run_id: str, describe: Describe | None = None) -> None:
+        self._open[run_id] = describe
 
     def __contains__(self, run_id: str) -> bool:
         return run_id in self._open
@@ -67,11 +74,16 @@ class OpenRuns:
 
     def end(self, run_id: str, status: str = C.STATUS_FINISHED, reason: str | None = None,
             budget: float | None = None) -> None:
-        """End one run (a no-op if it is not open), with `reason` as its failure reason tag."""
+        """End one run (a no-op if it is not open), with `reason` as its failure reason tag and its description."""
         if run_id not in self._open:
             return
-        if reason:
-            retry(self.client.set_tag, run_id, C.TAG_FAILURE_REASON, reason, budget=budget)
+        # Not at the top: MLflow takes seconds to import, and `grid --ray` imports this module before reading the file.
+        from mlflow.entities import RunTag
+        tags = [RunTag(C.TAG_FAILURE_REASON, reason)] if reason else []
+        if (describe := self._open[run_id]) is not None:
+            tags.append(RunTag(C.TAG_NOTE, _description(describe, status, reason)))
+        if tags:
+            retry(self.client.log_batch, run_id, tags=tags, budget=budget)
         retry(self.client.set_terminated, run_id, status, budget=budget)
         del self._open[run_id]
 
@@ -96,6 +108,14 @@ class OpenRuns:
             self.end_all(C.STATUS_FAILED, LOST, budget=0)
         except Exception:
             pass  # already failing with the clearer error
+
+
+def _description(describe: Describe, status: str, reason: str | None) -> str:
+    """The run's description; a describer's bug must not keep the run from ending, so it is named instead."""
+    try:
+        return describe(status, reason)
+    except Exception as e:
+        return f"{status}{f': {reason}' if reason else ''} (no description: {type(e).__name__}: {e})"
 
 
 class RunLifecycle:

@@ -12,49 +12,16 @@ computes what it would compute alone.
 weights are (out, in)) for `mlflow.pytorch.log_model` and for users.
 """
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Layers and shapes live in the torch-free training.architecture, which the dashboard reads too.
+from training.architecture import CNN_CHANNELS, CNN_FLAT, CNN_KERNEL, Layer, layers_of, n_params  # noqa: F401
 from training.config import N_CLASSES, RunConfig
 
-CNN_CHANNELS = (16, 32)
-CNN_KERNEL = 3
-CNN_FLAT = CNN_CHANNELS[1] * 5 * 5  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
-
 ACTIVATION_FNS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
-
-
-@dataclass(frozen=True)
-class Layer:
-    name: str
-    kind: str  # "linear" or "conv"
-    weight_shape: tuple[int, ...]  # PyTorch's own layout: (out, in) or (out, in, kh, kw)
-
-    @property
-    def fan_in(self) -> int:
-        return math.prod(self.weight_shape[1:])
-
-    @property
-    def units(self) -> int:
-        return self.weight_shape[0]
-
-
-def layers_of(config: RunConfig) -> list[Layer]:
-    """The network's weight layers, input to output.  Every layer but the last is hidden."""
-    if config.arch == "cnn":
-        c1, c2 = CNN_CHANNELS
-        return [Layer("conv1", "conv", (c1, 1, CNN_KERNEL, CNN_KERNEL)),
-                Layer("conv2", "conv", (c2, c1, CNN_KERNEL, CNN_KERNEL)),
-                Layer("fc", "linear", (N_CLASSES, CNN_FLAT))]
-    s = config.sizes
-    return [Layer(f"fc{i + 1}", "linear", (s[i + 1], s[i])) for i in range(len(s) - 1)]
-
-
-def n_params(config: RunConfig) -> int:
-    return sum(math.prod(l.weight_shape) + l.units for l in layers_of(config))
 
 
 def init_params(config: RunConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -62,10 +29,14 @@ def init_params(config: RunConfig, generator: torch.Generator) -> dict[str, torc
 
     Default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, which is
     what nn.Linear and nn.Conv2d do.  With init_std: weights ~ N(0, init_std), biases 0.
+    With init="nielsen": weights and biases ~ N(0, 1), as Nielsen's network.py.
     """
     params = {}
     for layer in layers_of(config):
-        if config.init_std is None:
+        if config.nielsen_init:
+            w = torch.empty(layer.weight_shape).normal_(0.0, 1.0, generator=generator)
+            b = torch.empty(layer.units).normal_(0.0, 1.0, generator=generator)
+        elif config.init_std is None:
             bound = 1.0 / math.sqrt(layer.fan_in)
             w = torch.empty(layer.weight_shape).uniform_(-bound, bound, generator=generator)
             b = torch.empty(layer.units).uniform_(-bound, bound, generator=generator)

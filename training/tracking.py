@@ -5,25 +5,29 @@ models logs K runs side by side, each write retried through a busy or lost
 store (training.store_connection).  MLflow's own per-request retries are kept
 small (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT default to
 2 / 1 / 30 here, unless set) so that our loop, not MLflow's, bounds the wait.
-How the runs end is training.lifecycle's job.
+How the runs end is training.lifecycle's job; each run's description, written
+when it ends, comes from training.run_description over the epochs logged here.
 """
 import os
 import random
+import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, SourceType
 from mlflow.tracking import MlflowClient
 
 from training import contract as C
-from training.config import RunConfig
+from training.config import N_CLASSES, RunConfig
 from training.data import Mnist, raw_dir
 from training.errors import UserError
 from training.lifecycle import OpenRuns
 from training.location import DEFAULT_STORE, sqlite_artifact_root, tracking_uri, uses_default_store
 from training.models import layers_of, n_params, to_module
+from training.run_description import History, Predictions, describe
 from training.store_connection import TrackingLostError, check_reachable, retry
 
 
@@ -66,6 +70,15 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         return exp.experiment_id
 
 
+def source_tags(name: str | None = None) -> dict[str, str]:
+    """Where a run came from, in MLflow's own source tags: `name` (the CLI, a grid file), else the script
+    that is running, as MLflow's fluent API would record it."""
+    if name is None:
+        script = Path(sys.argv[0]).resolve()
+        name = str(script.relative_to(Path.cwd())) if script.is_relative_to(Path.cwd()) else sys.argv[0]
+    return {C.TAG_SOURCE_NAME: name, C.TAG_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL)}
+
+
 def run_params(config: RunConfig, data: Mnist) -> dict[str, str]:
     params = config.as_params()
     params[C.PARAM_ARCH_LABEL] = config.arch_name
@@ -105,23 +118,27 @@ class MlflowSink:
     """One MLflow run per model of a cohort; receives the engine's epochs.
 
     `runs` holds the runs not yet ended: wrap the training in `training.lifecycle.RunLifecycle(sink.runs)`.
+    `source` names where the runs come from (see `source_tags`); each run is described when it ends.
     """
 
     def __init__(self, mlflow_client: MlflowClient, configs: list[RunConfig], data: Mnist,
-                 extra_tags: list[dict[str, str]] | None = None):
+                 extra_tags: list[dict[str, str]] | None = None, source: str | None = None):
         self.client, self.configs = mlflow_client, configs
         self.run_ids: list[str] = []
         self.runs = OpenRuns(mlflow_client)
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
+        self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
+        self.predictions: list[Predictions | None] = [None] * len(configs)  # from each run's last snapshot
+        source = source_tags(source)
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
         for k, config in enumerate(configs):
             exp = experiment_id(mlflow_client, config.experiment)
-            tags = {C.TAG_CONFIG_HASH: config.config_hash, **((extra_tags or [{}] * len(configs))[k])}
+            tags = {C.TAG_CONFIG_HASH: config.config_hash, **source, **((extra_tags or [{}] * len(configs))[k])}
             run = retry(mlflow_client.create_run, exp, run_name=config.display_name, tags=tags)
             rid = run.info.run_id
             self.run_ids.append(rid)
-            self.runs.add(rid)
+            self.runs.add(rid, partial(self.describe, k))
             params = [Param(key, value) for key, value in run_params(config, data).items()]
             retry(mlflow_client.log_batch, rid, params=params)
             log_dataset(mlflow_client, rid, dataset)
@@ -132,7 +149,9 @@ class MlflowSink:
         try:
             retry(self.client.log_batch, rid, metrics=[Metric(key, value, ts, epoch) for key, value in metrics.items()])
             self.last_epoch[k] = epoch
+            self.history[k].append((epoch, dict(metrics)))
             if snapshot is not None:
+                self.predictions[k] = (epoch, np.bincount(snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
                 path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(path, **snapshot)
@@ -150,6 +169,10 @@ class MlflowSink:
         if not self.last_epoch:
             return f"its {len(self.run_ids)} runs logged no epoch"
         return f"its {len(self.run_ids)} runs keep what they logged up to epoch {max(self.last_epoch.values())}"
+
+    def describe(self, k: int, status: str, reason: str | None) -> str:
+        """Run k's description as it ends, from its config and the epochs it logged."""
+        return describe(self.configs[k], self.history[k], status, reason, self.predictions[k])
 
     def fail(self, k, reason):
         self.runs.end(self.run_ids[k], C.STATUS_FAILED, reason)
