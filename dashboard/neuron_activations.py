@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from training import contract as C
 from training.config import RunConfig
-from training.models import ACTIVATION_FNS, StackedNet, layers_of
+from training.architecture import layers_of
+from training.models import ACTIVATION_FNS, StackedNet
 
 FORWARD_CHUNK = 2000  # images per forward pass: bounds memory for conv feature maps (2000 x 16 x 26 x 26)
 

@@ -17,6 +17,7 @@ from dashboard.neuron_activations import Activations, compute_activations
 from dashboard.neuron_target import Target, resolve, run_config
 from dashboard.store import StoreError
 from training import contract as C
+from training.architecture import layers_of
 
 
 @cache.memoize(1)
@@ -40,7 +41,14 @@ def test_images() -> tuple[np.ndarray, np.ndarray]:
 @cache.memoize(32)
 def _activations(run_id: str, epoch: int, upto: int | None) -> tuple[Activations, ...]:
     config = run_config(store.get_run(run_id))
-    return tuple(compute_activations(config, store.load_snapshot(run_id, epoch), test_inputs(), upto))
+    layers = layers_of(config)
+    snapshot = store.complete_weights(run_id, epoch, [l.name for l in layers])
+    out = tuple(compute_activations(config, snapshot, test_inputs(), upto))
+    for layer, a in zip(layers, out):
+        if not np.isfinite(a.acts).all():  # finite weights too large for float32: inf, then inf - inf
+            raise StoreError(f"{layer.name}'s activations at epoch {epoch} are not finite: its weights are too "
+                             f"large to evaluate (the run diverged?)")
+    return out
 
 
 def layer_activations(run_id: str, epoch: int, layer: int, arch_is_cnn: bool = False) -> Activations:
@@ -63,7 +71,7 @@ def layer_stats(t: Target) -> N.LayerStats:
 
 def weights(t: Target) -> np.ndarray:
     """The layer's weights at the target epoch, PyTorch layout: (units, in) or (units, in, kh, kw)."""
-    return store.load_snapshot(t.run_id, t.epoch)[C.weight_key(t.layer_name)]
+    return store.complete_weights(t.run_id, t.epoch, [t.layer_name])[C.weight_key(t.layer_name)]
 
 
 def neuron_labels(run_id: str, layer: int) -> dict[int, dict]:

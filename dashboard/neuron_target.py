@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from dashboard import store
 from dashboard.store import StoreError
 from training.config import ConfigError, RunConfig
-from training.models import layers_of
+from training.architecture import layers_of
 
 INTEGER_RE = re.compile(r"-?[0-9]{1,9}")
 

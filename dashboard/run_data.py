@@ -16,8 +16,8 @@ from dashboard import cache, store
 from dashboard.analytics import health, landscape
 from training import contract as C
 from training import data as mnist
-from training.config import ConfigError, RunConfig
-from training.models import Layer, layers_of
+from training.architecture import Layer
+from training.config import RunConfig
 
 PROGRESS_KEYS = (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC)
 LANDSCAPE_IMAGES = {"mlp": 1000, "cnn": 300}  # fixed prefix of the training set the loss is evaluated on
@@ -63,10 +63,8 @@ def overview(run_id: str) -> Overview:
     hist = {k: df for k in keys if not (df := store.metric_history(run_id, k)).empty}
     other = {} if any(k in hist for k in PROGRESS_KEYS) else \
         {k: store.metric_history(run_id, k) for k in sorted(run.data.metrics)}
-    try:
-        model, model_problem = layers_of(RunConfig.from_params(run.data.params, where="this run's params")), ""
-    except ConfigError as e:
-        model, model_problem = None, str(e)
+    arch = store.layers(run)
+    model, model_problem = (list(arch.layers) if arch.layers else None), arch.problem
     warnings, health_problem = _health(run_id, run.data.params.get(C.PARAM_ACTIVATION, ""), layers, hist)
     return Overview(run.data.params, layers, hist, other, model, model_problem, warnings, health_problem)
 
@@ -144,7 +142,8 @@ def run_landscape(run_id: str) -> landscape.Landscape:
     if len(epochs) < 2:
         raise store.StoreError("the loss landscape needs at least two weight snapshots")
     x, y = train_prefix(LANDSCAPE_IMAGES[config.arch])
-    result = landscape.loss_landscape(config, [store.load_snapshot(run_id, e) for e in epochs], list(epochs), x, y,
+    names = store.layer_names(run)
+    result = landscape.loss_landscape(config, [store.complete_weights(run_id, e, names) for e in epochs], list(epochs), x, y,
                                       resolution=LANDSCAPE_RESOLUTION[config.arch])
     # A running run's next snapshot changes the key anyway; only a finished run's is worth keeping.
     return _landscapes.put((run_id, epochs), result) if store.is_finished(run) else result

@@ -4,8 +4,13 @@ It never writes, except neuron names and notes (see `set_neuron_label`).
 What it caches follows dashboard.cache's one rule: a finished run's metric
 histories and snapshot list, and any logged snapshot, never change, so they are
 kept (in this process and on disk for every gunicorn worker); a running run's
-metrics and status are read fresh.  Snapshots load with `allow_pickle=False`:
-nothing in the store, or in the cache, is ever unpickled.
+metrics and status are read fresh.
+
+Every run is untrusted input.  `load_snapshot` is the one way any page reads a snapshot: it checks the
+file against what the run's params say (dashboard.snapshot_reader: headers before data, shapes from
+the layers, a byte budget from the parameter count) and refuses anything else with a StoreError that
+names the file and the array; nothing in the store, or in the cache, is ever unpickled.  MLflow keeps
+±inf metrics as ±1.8e308; they are read back as ±inf, so the pages see them for what they are.
 """
 import hashlib
 import json
@@ -20,11 +25,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dashboard import cache
+from dashboard.snapshot_reader import SnapshotError, check_contents, plan, read_snapshot
 from training import contract as C
+from training.architecture import RunLayers, run_layers
 from training.location import tracking_uri
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_RUNS = 5000
+MLFLOW_INF = np.finfo(np.float64).max  # how MLflow's SQL store keeps +inf (and -inf as its negative)
 
 
 class StoreError(Exception):
@@ -85,7 +93,8 @@ def is_finished(run) -> bool:
     return run.info.status in C.TERMINAL_STATUSES
 
 
-SNAPSHOT_LIST = "snapshot-list"  # the kind of cache entry that holds a run's snapshot epochs
+SNAPSHOT_FILES = "snapshot-files"  # the kind of cache entry that holds a run's snapshot epochs and file sizes
+CHECKED_SNAPSHOT = "checked-snapshot"  # ... and one snapshot's arrays, as load_snapshot checked them
 
 
 def _shared_key(kind: str, run, *extra) -> str:
@@ -142,13 +151,19 @@ def runs_frame(runs: list) -> pd.DataFrame:
                "duration_s": ((r.info.end_time or 0) - r.info.start_time) / 1000
                if r.info.end_time and r.info.start_time else None}
         row.update({f"params.{k}": v for k, v in r.data.params.items()})
-        row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+        row.update({f"metrics.{k}": from_mlflow(v) for k, v in r.data.metrics.items()})
+        row["logged_metrics"] = tuple(sorted(r.data.metrics))  # a NaN it logged is not a metric it never logged
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def from_mlflow(value):
+    """A metric value as logged: MLflow's SQL store keeps ±inf as ±MLFLOW_INF."""
+    return value if not isinstance(value, float) or abs(value) < MLFLOW_INF else float(np.sign(value) * np.inf)
+
+
 def _history_frame(hist) -> pd.DataFrame:
-    df = pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]},
+    df = pd.DataFrame({"step": [m.step for m in hist], "value": [from_mlflow(m.value) for m in hist]},
                       columns=["step", "value"]).astype({"step": "int64", "value": "float64"})
     return df.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
 
@@ -250,57 +265,87 @@ def metric_history(run_id: str, key: str) -> pd.DataFrame:
 
 def snapshot_epochs(run_id: str) -> list[int]:
     """Epochs that have a snapshot artifact, ascending; [] for runs without snapshots."""
-    return _snapshot_epochs(get_run(run_id))
+    return sorted(_snapshot_files(get_run(run_id)))
 
 
-def _snapshot_epochs(run) -> list[int]:
+def _snapshot_files(run) -> dict[int, int | None]:
+    """epoch -> the snapshot file's size in bytes as the store lists it (None if it does not say)."""
     run_id = run.info.run_id
-    cache_key = (SNAPSHOT_LIST, run_id)
+    cache_key = (SNAPSHOT_FILES, run_id)
     if is_finished(run):
         if (hit := _finished_cache.get(cache_key)) is not None:
             return hit
-        if isinstance(hit := cache.get_json(_shared_key(SNAPSHOT_LIST, run)), list):
-            return _finished_cache.put(cache_key, hit)
+        if isinstance(hit := cache.get_json(_shared_key(SNAPSHOT_FILES, run)), list):
+            return _finished_cache.put(cache_key, {int(e): size for e, size in hit})
     try:
-        files = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
-    except Exception:
-        files = []
-    epochs = sorted(e for f in files if (e := C.snapshot_epoch(f.path)) is not None)
-    if not is_finished(run):
-        return epochs
-    cache.set_json(_shared_key(SNAPSHOT_LIST, run), epochs)
-    return _finished_cache.put(cache_key, epochs)
+        listed = client().list_artifacts(run_id, C.SNAPSHOT_DIR)
+    except Exception:  # no artifact folder, or a store that cannot list it: no snapshots to show
+        listed = []
+    files = {e: f.file_size for f in listed if (e := C.snapshot_epoch(f.path)) is not None}
+    if is_finished(run):
+        cache.set_json(_shared_key(SNAPSHOT_FILES, run), sorted(files.items()))
+        _finished_cache.put(cache_key, files)
+    return files
+
+
+def layers(run) -> RunLayers:
+    """The run's weight layers: with shapes when its params are a config of ours, else names only."""
+    return run_layers(run.data.params, where=f"run {run.info.run_id[:8]} params")
+
+
+def layer_names(run) -> list[str]:
+    """The run's weight layers, input to output (empty for a run that logged neither config nor layers)."""
+    return list(layers(run).names)
 
 
 def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
-    """One epoch's snapshot arrays.  StoreError if that epoch has no snapshot."""
+    """One epoch's snapshot arrays, checked against the run's params.  StoreError, in one line naming the
+    file and the array, if that epoch has no snapshot or it is not what the run's layers say."""
     run = get_run(run_id)
-    if epoch not in _snapshot_epochs(run):
+    files = _snapshot_files(run)
+    if epoch not in files:
         raise StoreError(f"run {run_id} has no snapshot for epoch {epoch}")
     cache_key = ("snapshot", run_id, epoch)
     if (hit := _snapshot_cache.get(cache_key)) is not None:
         return hit
-    shared_key = _shared_key("snapshot", run, int(epoch)) if is_finished(run) else None
+    shared_key = _shared_key(CHECKED_SNAPSHOT, run, int(epoch)) if is_finished(run) else None
     if shared_key and (hit := cache.get_arrays(shared_key, large=True)) is not None:
         return _snapshot_cache.put(cache_key, hit)
-    with tempfile.TemporaryDirectory() as tmp:
-        # The artifact path is built from a validated run id and an integer epoch: no user text reaches it.
-        local = client().download_artifacts(run_id, C.snapshot_path(int(epoch)), tmp)
-        try:
-            with np.load(local, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # an object array (pickle), or not an .npz at all: refuse, never execute
-            raise StoreError(f"run {run_id}: the epoch {epoch} snapshot is not a plain numeric .npz "
-                             f"(refused to load it: {str(e)[:120]})") from None
+    path = C.snapshot_path(int(epoch))  # from a validated run id and an integer epoch: no user text reaches it
+    arch = layers(run)
+    budget = plan(arch, run.data.params.get(C.PARAM_N_PARAMS))
+    try:
+        if (files[epoch] or 0) > budget.max_bytes:
+            raise SnapshotError(f"the file is {files[epoch] / 1e6:,.0f} MB, more than this run's weights and "
+                                f"test-set records can take ({budget.max_bytes / 1e6:,.1f} MB)")
+        arrays = check_contents(_download_and_read(run_id, path, budget), arch.names)
+    except SnapshotError as e:
+        raise StoreError(f"{path} of run {run_id[:8]} cannot be shown: {e}") from None
     if shared_key:
         cache.set_arrays(shared_key, arrays, large=True)
     return _snapshot_cache.put(cache_key, arrays)  # a logged snapshot never changes, even mid-run
 
 
-def layer_names(run) -> list[str]:
-    """The run's weight layers, input to output, from its params (empty for foreign runs)."""
-    value = run.data.params.get(C.PARAM_LAYERS, "")
-    return [v for v in value.split(",") if v]
+def _download_and_read(run_id: str, path: str, budget) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client().download_artifacts(run_id, path, tmp)
+        except Exception as e:  # listed but gone, or the server failed: the page says so
+            raise SnapshotError(f"it cannot be downloaded ({str(e).splitlines()[0][:120]})") from None
+        return read_snapshot(local, budget.wanted, budget.max_bytes)
+
+
+def complete_weights(run_id: str, epoch: int, names) -> dict[str, np.ndarray]:
+    """The snapshot at `epoch`, if it holds every weight and bias of `names`, all finite; else StoreError
+    saying which is missing or how many of its values are NaN or infinite (a diverged run)."""
+    snap = load_snapshot(run_id, epoch)
+    for key in (k for name in names for k in (C.weight_key(name), C.bias_key(name))):
+        if key not in snap:
+            raise StoreError(f"{C.snapshot_path(int(epoch))} of run {run_id[:8]} has no {key}")
+        if (bad := int(np.size(snap[key]) - np.isfinite(snap[key]).sum())) > 0:
+            raise StoreError(f"{C.snapshot_path(int(epoch))} of run {run_id[:8]}: {key} holds {bad:,} NaN or "
+                             f"infinite values (the run diverged?), so its network cannot be evaluated")
+    return snap
 
 
 def arch_label(params: dict) -> str | None:

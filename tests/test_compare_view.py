@@ -124,3 +124,10 @@ def test_a_foreign_run_says_which_curves_are_missing_and_what_it_has(ids, use_mo
     fig = V.curve_figure(comp, "test_acc")
     assert not fig.data and "test_acc" in fig.layout.annotations[0].text
     assert V.metrics_table(comp)["final test_acc"].isna().all()
+
+
+def test_ema_skips_nan_and_inf_leaving_gaps_and_the_rest_as_if_they_were_never_logged():
+    clean = V.ema([1.0, 2.0, 3.0], 0.6)
+    got = V.ema([1.0, float("nan"), 2.0, float("inf"), 3.0], 0.6)
+    np.testing.assert_allclose(got[[0, 2, 4]], clean)
+    assert np.isnan(got[1]) and np.isnan(got[3])

@@ -247,3 +247,16 @@ def test_another_tools_run_has_no_landscape_and_says_why_in_one_line(real_store)
     from training.config import ConfigError
     with pytest.raises(ConfigError, match="not a run of MNIST Lab's trainer"):
         run_data.run_landscape(real_store.run_ids["foreign"])
+
+
+def test_nan_and_inf_in_a_history_are_gaps_in_the_figure_and_counted_in_its_note():
+    from dashboard.views import gaps
+    df = pd.DataFrame({"step": [0, 1, 2, 3], "value": [1.0, np.nan, np.inf, 0.5]})
+    fig = V.progress_figure({C.TRAIN_LOSS: df})
+    assert list(fig.data[0].y) == [1.0, None, None, 0.5]  # a list with None: no NaN ever reaches Plotly.js
+    assert gaps.histories_note({C.TRAIN_LOSS: df}) == \
+        f"2 logged values are not finite (NaN or ±inf), drawn as gaps ({C.TRAIN_LOSS}: 2)."
+    grads = V.gradient_figure({"fc1": df.assign(value=[0.0, 1.0, -np.inf, 2.0])})
+    assert list(grads.data[0].y) == [None, 1.0, None, 2.0]  # a log axis cannot draw 0 either
+    assert gaps.histories_note({"fc1": df}, log_scale=True).startswith("2 logged values are not finite (NaN or ±inf) "
+                                                                       "or not above 0 on this log scale")

@@ -141,3 +141,19 @@ def test_figures_for_runs_without_test_accuracy_say_what_is_missing(frame, ids):
     foreign = frame[frame["run_id"] == ids["foreign"]]
     for fig in (V.parallel_figure(foreign, ["lr"]), V.heatmap_figure(foreign, "lr", "batch_size")):
         assert "test_acc" in fig.layout.annotations[0].text
+
+
+def test_a_param_that_should_be_a_number_and_a_metric_that_is_not_finite_keep_their_runs_off_the_figures():
+    frame = pd.DataFrame({"run_id": list("abcde"), "status": ["FINISHED"] * 5,
+                          "params.lr": ["3.0", "1.0", "abc", "0.5", "inf"], "params.activation": ["relu"] * 4 + ["tanh"],
+                          "final_test_acc": [0.9, 0.8, 0.7, float("nan"), 0.6]})
+    frame.loc[1, "final_test_acc"] = float("inf")
+    runs, notes = V.usable_runs(frame, ["lr", "activation"])
+    assert list(runs["run_id"]) == ["a"]  # b: inf accuracy, c: lr 'abc', e: lr 'inf'; d has no accuracy yet
+    assert notes == ["1 run left out: final test accuracy is not finite (NaN or ±inf).",
+                     "2 runs left out: lr should be a number, not 'abc', 'inf'."]
+    dims = V.parallel_figure(frame, ["lr", "activation"]).data[0].dimensions
+    assert [d.label for d in dims] == ["lr", "activation", "final test accuracy"]
+    assert list(dims[0].values) == [3.0]  # a numeric axis: 'abc' never became a category on it
+    _, notes = V.usable_runs(frame.assign(**{"params.lr": "default"}), ["lr"])  # PyTorch's init: a value, no error
+    assert notes == ["1 run left out: final test accuracy is not finite (NaN or ±inf)."]

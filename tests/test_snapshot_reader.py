@@ -55,7 +55,8 @@ def test_a_shape_other_than_the_runs_layers_say_is_refused_naming_the_array(tmp_
 
 
 @pytest.mark.parametrize("array, words", [
-    (np.array([object()], dtype=object), "not a plain number"),
+    (np.array([object()], dtype=object), r"Python objects \(a pickle\).*never unpickled"),
+    (np.zeros(2, dtype=np.longdouble), "not a plain number"),  # 16 bytes a value: wider than any snapshot needs
     (np.zeros(2, dtype=[("x", "<f4")]), "not a plain number"),
     (np.zeros(2, dtype=np.complex64), "not a plain number"),
     (np.array(["text"]), "not a plain number"),
@@ -109,3 +110,43 @@ def test_truncated_and_lying_files_are_refused_in_one_line(tmp_path):
         with pytest.raises(SnapshotError) as e:
             read_snapshot(path, {"a": None}, MB)
         assert "\n" not in str(e.value)
+
+
+# ---- what a run's snapshot may hold: the plan from its params, and the checks headers cannot make ----------
+
+def test_the_plan_for_a_run_of_ours_is_every_arrays_exact_shape_and_a_budget_from_its_parameter_count():
+    from dashboard.snapshot_reader import HEADROOM_BYTES, MAX_ITEMSIZE, plan
+    from training.architecture import run_layers
+    from training.config import RunConfig
+    from training.models import n_params  # the trainer's own count, via torch's side of the import
+    config = RunConfig(sizes=(784, 20, 10))
+    p = plan(run_layers(config.as_params()))
+    assert p.wanted["weight/fc1"] == (20, 784) and p.wanted["bias/fc2"] == (10,)
+    assert p.wanted["pred/class"] == (10_000,) and p.wanted["act_edges/fc2"] == (41,)
+    records = 2 * (40 + 41) + 21 + 2 * 20 + 2 * 10_000
+    assert p.max_bytes == (n_params(config) + records) * MAX_ITEMSIZE + HEADROOM_BYTES
+
+
+def test_a_run_with_only_layer_names_allows_any_shape_within_its_logged_parameter_count():
+    from dashboard.snapshot_reader import MAX_SNAPSHOT_BYTES, plan
+    from training.architecture import run_layers
+    names_only = run_layers({"layers": "a,b", "n_params": "1000"})
+    assert names_only.layers is None and names_only.names == ("a", "b") and "not a run of" in names_only.problem
+    p = plan(names_only, "1000")
+    assert p.wanted["weight/a"] is None and p.wanted["pred/confidence"] == (10_000,)
+    assert p.max_bytes < 2 * MB
+    assert plan(names_only, "many").max_bytes == MAX_SNAPSHOT_BYTES  # no count: the ceiling
+
+
+def test_contents_are_checked_and_given_the_dtypes_the_pages_compute_with():
+    from dashboard.snapshot_reader import check_contents
+    good = {"weight/a": np.ones((2, 3), ">f8"), "pred/class": np.array([0, 9], np.int64),
+            "act_hist/a": np.arange(3, dtype=np.int64), "act_edges/a": np.linspace(0, 1, 4, dtype=np.float32)}
+    out = check_contents(good, ["a"])
+    assert out["weight/a"].dtype == np.float32 and out["weight/a"].dtype.isnative
+    assert out["pred/class"].dtype == np.uint8 and out["act_hist/a"].dtype == np.float64
+    for bad, words in [({"pred/class": np.array([3, 12])}, r"pred/class holds 3–12, expected digits 0–9"),
+                       ({"pred/class": np.array([1.5])}, "expected whole numbers"),
+                       ({"act_hist/a": np.zeros(3), "act_edges/a": np.zeros(3)}, "do not match")]:
+        with pytest.raises(SnapshotError, match=words):
+            check_contents(bad, ["a"])

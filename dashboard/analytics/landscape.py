@@ -17,7 +17,8 @@ import torch
 
 from training import contract as C
 from training.config import RunConfig
-from training.models import CNN_CHANNELS, StackedNet, layers_of, per_model_loss
+from training.architecture import CNN_CHANNELS, layers_of
+from training.models import StackedNet, per_model_loss
 
 CNN_FIRST_MAP = (CNN_CHANNELS[0], 26, 26)  # the CNN's largest activation per image: conv1's output
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
-from dashboard import store
+from dashboard import mlflow_links, store
 from dashboard.views import compare_view as V
 from dashboard.views import widgets
 from dashboard.views.theme import run_colors
@@ -52,13 +52,16 @@ def layout(runs=None, smooth=None, params=None, **_query):
         header,
         *[widgets.message(n, "warn") for n in notes],
         html.Div(_legend(comp.runs, colors), className="card legend"),
+        html.A("Open these runs in MLflow ↗", href=ui, target="_blank", rel="noopener", id="compare-mlflow-link")
+        if (ui := mlflow_links.compare_url(comp.runs)) else None,
         html.Div([
             html.Span("Smoothing (EMA)", className="muted"),
             html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
                                 marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
                                 tooltip={"placement": "bottom"}), style={"width": "320px"}),
         ], className="row"),
-        html.Div([html.Div(widgets.graph(V.curve_figure(comp, key, smoothing, colors), f"compare-curve-{key}"),
+        html.Div([html.Div([html.Div(widgets.graph(V.curve_figure(comp, key, smoothing, colors), f"compare-curve-{key}")),
+                            widgets.message(note, "warn") if (note := V.curve_note(comp, key)) else None],
                            className="card") for key in V.CURVES], className="grid-2"),
         html.H3("Final and best metrics"),
         html.Div(_metrics_table(comp, colors), className="card table-scroll"),
@@ -80,6 +83,8 @@ def _legend(runs, colors):
 def _fmt(key: str, v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
+    if not math.isfinite(v):
+        return str(v)
     if key.endswith("acc"):
         return f"{v:.2%}"
     if key == V.EPOCHS_TRAINED:

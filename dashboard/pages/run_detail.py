@@ -10,8 +10,9 @@ import urllib.parse
 import dash
 from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
-from dashboard import run_data, store
+from dashboard import mlflow_links, run_data, store
 from dashboard.analytics import health
+from dashboard.views import gaps
 from dashboard.views import run_detail_view as V
 from dashboard.views import widgets
 from training import contract as C
@@ -49,6 +50,8 @@ def _header(run, run_id: str) -> list:
         html.Div([
             dcc.Link("Neuron explorer →", href=f"/runs/{run_id}/neurons?layer=1", id="run-neurons-link"),
             dcc.Link("Compare with other runs →", href=f"/compare?runs={run_id}", id="run-compare-link"),
+            html.A("Open in MLflow ↗", href=ui, target="_blank", rel="noopener", id="run-mlflow-link")
+            if (ui := mlflow_links.run_url(run.info.experiment_id, run_id)) else None,
             html.Code(run_id, style={"opacity": 0.6, "fontSize": "12px"}),
         ], style={"display": "flex", "gap": "18px", "alignItems": "center", "margin": "8px 0"}),
     ]
@@ -106,7 +109,8 @@ def layout(run_id=None, epoch=None, **_query):
     except store.StoreError as e:
         return widgets.error_page("Run not found", f"{e}.")
     chosen, epoch_note = V.parse_epoch(epoch, epochs)
-    missing = V.missing_parts(run.data.params, run.data.metrics, store.layer_names(run), epochs)
+    arch = store.layers(run)
+    missing = V.missing_parts(run.data.params, run.data.metrics, list(arch.names), epochs, arch.problem)
     return html.Div([
         dcc.Store(id="run-id", data=run_id),
         dcc.Location(id="run-url", refresh=False),
@@ -153,13 +157,20 @@ def show_run_overview(run_id):
     return health_list(o), _progress(o), _architecture(o), _gradients(o), _dead(o)
 
 
+def with_note(graph, note: str):
+    """A figure and, under it, the note on what it could not draw (logged NaN or ±inf values)."""
+    return html.Div([graph, widgets.message(note, "warn")]) if note else graph
+
+
 def _progress(o: run_data.Overview):
     if o.progress():
-        return widgets.graph(V.progress_figure(o.progress(), o.params.get(C.PARAM_LOSS)), "run-progress-graph")
+        return with_note(widgets.graph(V.progress_figure(o.progress(), o.params.get(C.PARAM_LOSS)), "run-progress-graph"),
+                         gaps.histories_note(o.progress()))
     if not o.other_metrics:
         return widgets.message("This run logged no metrics.")
     return html.Div([widgets.message("No train/test loss or accuracy logged; showing the metrics this run has."),
-                     widgets.graph(V.metrics_figure(o.other_metrics), "run-progress-graph")])
+                     with_note(widgets.graph(V.metrics_figure(o.other_metrics), "run-progress-graph"),
+                               gaps.histories_note(o.other_metrics))])
 
 
 def _architecture(o: run_data.Overview):
@@ -172,14 +183,15 @@ def _architecture(o: run_data.Overview):
 def _gradients(o: run_data.Overview):
     if not o.grad_norms():
         return widgets.message(f"No {C.grad_norm_key('<layer>')} metrics logged.")
-    return widgets.graph(V.gradient_figure(o.grad_norms()), "run-gradients-graph")
+    return with_note(widgets.graph(V.gradient_figure(o.grad_norms()), "run-gradients-graph"),
+                     gaps.histories_note(o.grad_norms(), log_scale=True))
 
 
 def _dead(o: run_data.Overview):
     if not o.dead():
         return widgets.message(f"No {C.dead_fraction_key('<layer>')} metrics logged.")
-    return widgets.graph(V.dead_figure(o.dead(), o.params.get(C.PARAM_ACTIVATION), health.DEAD_LIMIT),
-                         "run-dead-graph")
+    return with_note(widgets.graph(V.dead_figure(o.dead(), o.params.get(C.PARAM_ACTIVATION), health.DEAD_LIMIT),
+                                   "run-dead-graph"), gaps.histories_note(o.dead()))
 
 
 def health_list(o: run_data.Overview):
@@ -205,7 +217,9 @@ def show_weights(run_id):
     if not snaps:
         return widgets.message("No weight snapshots logged.")
     pct = {l: V.weight_percentiles(snaps, l) for l in layers}
-    return widgets.graph(V.weight_distribution_figure(pct), "run-weights-graph")
+    bad = {l: int(df["not_finite"].sum()) for l, df in pct.items() if not df.empty}
+    return with_note(widgets.graph(V.weight_distribution_figure(pct), "run-weights-graph"),
+                     gaps.note(bad).replace("drawn as gaps", "left out of the bands"))
 
 
 @callback(Output("run-activations", "children"), Output("run-confidence", "children"),
@@ -218,15 +232,22 @@ def show_epoch(epoch, run_id):
         return (widgets.message(f"{e}.", "error"),) * 5
     if d is None:
         return (widgets.message("No snapshots logged, so there is nothing to show per epoch."),) * 5
-    activations = widgets.graph(V.activation_figure(d.snapshot, d.layers, d.epoch, d.first, d.first_epoch),
-                                "run-activations-graph") \
+    activations = with_note(widgets.graph(V.activation_figure(d.snapshot, d.layers, d.epoch, d.first, d.first_epoch),
+                                          "run-activations-graph"),
+                            _snapshot_note(d.snapshot, [k for l in d.layers
+                                                        for k in (C.act_hist_key(l), C.act_edges_key(l))])) \
         if any(C.act_hist_key(l) in d.snapshot for l in d.layers) \
         else widgets.message("This snapshot has no activation histograms.")
-    confidence = widgets.graph(V.confidence_figure(d.snapshot, d.epoch), "run-confidence-graph") \
+    confidence = with_note(widgets.graph(V.confidence_figure(d.snapshot, d.epoch), "run-confidence-graph"),
+                           _snapshot_note(d.snapshot, [C.CONF_EDGES, C.CONF_HIST_CORRECT, C.CONF_HIST_INCORRECT])) \
         if C.CONF_EDGES in d.snapshot else widgets.message("This snapshot has no confidence histograms.")
     if d.predictions is None:
         return (activations, confidence) + (widgets.message("This snapshot has no test predictions."),) * 3
     return (activations, confidence, *_prediction_views(d.predictions, d.epoch))
+
+
+def _snapshot_note(snapshot: dict, keys: list[str]) -> str:
+    return gaps.note({k: gaps.count(snapshot[k]) for k in keys if k in snapshot})
 
 
 def _prediction_views(p: run_data.Predictions, epoch: int) -> tuple:
@@ -244,12 +265,12 @@ def _prediction_views(p: run_data.Predictions, epoch: int) -> tuple:
 @callback(Output("run-landscape", "children"), Output("run-landscape-button", "children"),
           Input("run-landscape-button", "n_clicks"), State("run-id", "data"))
 def show_landscape(n_clicks, run_id):
-    ls = run_data.ready_landscape(run_id)
-    if not n_clicks and ls is None:
-        hint = "Needs at least two weight snapshots." if len(store.snapshot_epochs(run_id)) < 2 else \
-            "Press the button to compute it (a few seconds to a minute; kept for later visits)."
-        return widgets.message(hint), no_update
     try:
+        ls = run_data.ready_landscape(run_id)
+        if not n_clicks and ls is None:
+            hint = "Needs at least two weight snapshots." if len(store.snapshot_epochs(run_id)) < 2 else \
+                "Press the button to compute it (a few seconds to a minute; kept for later visits)."
+            return widgets.message(hint), no_update
         ls = ls or run_data.run_landscape(run_id)
     except (store.StoreError, UserError) as e:  # another tool's run, too few snapshots, no MNIST files
         return widgets.message(f"Cannot compute the loss landscape: {e}.", "warn"), no_update

@@ -71,7 +71,8 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                                     "tooltipShowDelay": 600, "animateRows": False},
                    style=_grid_style(len(frame)), className="card"),
         html.H3("Grid review"),
-        html.Div(widgets.graph(V.parallel_figure(frame, params), "runs-parallel"), className="card"),
+        html.Div([widgets.graph(V.parallel_figure(frame, params), "runs-parallel"),
+                  html.Div(_notes(frame, params), id="runs-parallel-note")], className="card"),
         html.Div([
             html.Div([
                 html.Span("Heatmap:", className="muted"),
@@ -84,6 +85,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                 dcc.Dropdown(id="runs-heat-x", options=params, value=x, clearable=False, style={"width": "150px"}),
             ], className="row small"),
             widgets.graph(V.heatmap_figure(frame, x, y), "runs-heatmap"),
+            html.Div(_notes(frame, [x, y]), id="runs-heatmap-note"),
         ], className="card"),
         dcc.Interval(id="runs-live", interval=LIVE_MS, disabled=not V.any_running(frame)),
     ])
@@ -96,6 +98,14 @@ def _load(experiment_id, filter_string):
         return V.load_runs(experiment_id, filter_string), ""
     except store.StoreError as e:
         return V.add_summaries(store.runs_frame([]), store.metric_histories([], [])), str(e)
+
+
+def _notes(frame, params: list, metric: str = "final_test_acc") -> list:
+    """Under a grid-review figure: one line per reason some runs are not on it (none when it draws nothing)."""
+    if not params or not all(params) or len(set(params)) < len(params):
+        return []
+    _, notes = V.usable_runs(frame, params, metric)
+    return [widgets.message(n, "warn") for n in notes]
 
 
 def _grid_style(n_rows: int) -> dict:
@@ -130,22 +140,25 @@ def compare_link(selected):
     return ("/compare?runs=" + ",".join(ids) if ids else "/compare"), enabled, (f"Compare {len(ids)}" if ids else "Compare")
 
 
-@callback(Output("runs-heatmap", "figure"),
+@callback(Output("runs-heatmap", "figure"), Output("runs-heatmap-note", "children"),
           Input("runs-heat-x", "value"), Input("runs-heat-y", "value"), Input("runs-heat-metric", "value"),
           State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
 def heatmap(x, y, metric, experiment_id, filter_string):
     frame, _ = _load(experiment_id, filter_string or "")
-    return V.heatmap_figure(frame, x, y, metric)
+    return V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric)
 
 
 @callback(Output("runs-grid", "rowData"), Output("runs-parallel", "figure"), Output("runs-heatmap", "figure",
                                                                                      allow_duplicate=True),
           Output("runs-summary", "children"), Output("runs-live", "disabled"), Output("runs-grid", "style"),
+          Output("runs-parallel-note", "children"), Output("runs-heatmap-note", "children", allow_duplicate=True),
           Input("runs-live", "n_intervals"),
           State("runs-experiment", "value"), State("runs-filter", "value"),
           State("runs-heat-x", "value"), State("runs-heat-y", "value"), State("runs-heat-metric", "value"),
           prevent_initial_call=True)
 def live(_n, experiment_id, filter_string, x, y, metric):
     frame, _ = _load(experiment_id, filter_string or "")
-    return (V.table_rows(frame), V.parallel_figure(frame, V.varying_params(frame)), V.heatmap_figure(frame, x, y, metric),
-            _summary(frame), not V.any_running(frame), _grid_style(len(frame)))
+    params = V.varying_params(frame)
+    return (V.table_rows(frame), V.parallel_figure(frame, params), V.heatmap_figure(frame, x, y, metric),
+            _summary(frame), not V.any_running(frame), _grid_style(len(frame)), _notes(frame, params),
+            _notes(frame, [x, y], metric))

@@ -42,7 +42,10 @@ def label_card(t: Target, u: int, label: dict):
 
 def compare_card(t: Target, u: int, compare) -> html.Div:
     """The run picker and, for ?compare=<run id> (a shared link, possibly to another experiment), the match."""
-    options = S.comparable_runs(t)
+    try:
+        options = S.comparable_runs(t)
+    except StoreError:  # the sweep cannot be searched: the picker is empty, the rest of the page stands
+        options = []
     compared = None
     if compare:
         compare = str(compare)
@@ -73,7 +76,7 @@ def _links(t: Target, u: int) -> html.Div:
 def _panels(p: dict) -> list:
     k = p["k"]
     return [
-        html.P(p["summary"], id="unit-summary", className="card"),
+        html.Div(p["summary"], id="unit-summary", className="card"),
         html.Div([
             widgets.card("What it looks for", widgets.graph(p["weights"], "unit-weights")),
             widgets.card(f"Mean of its top {k} images",
@@ -133,9 +136,9 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
 def follow_epoch(epoch, target):
     try:
         t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
-    except StoreError as e:
-        return (no_update,) * 7 + (str(e), no_update)
-    p = P.panels(t, target["unit"])
+        p = P.panels(t, target["unit"])
+    except StoreError as e:  # e.g. this epoch's snapshot is refused: the summary line says why
+        return (no_update,) * 7 + (widgets.message(str(e), "error"), no_update)
     return (p["weights"], p["top_mean"], p["top"], p["bottom"], p["hist"], p["per_class"], p["means"], p["summary"],
             layer_href(t.run_id, t.layer, t.epoch))
 
@@ -157,6 +160,8 @@ def next_epoch(epochs: list[int], current) -> int | None:
           prevent_initial_call=True)
 def play(_clicks, _ticks, stopped, epoch, target):
     epochs = target["snapshot_epochs"]
+    if not epochs:
+        return no_update, True, "▶ Play"
     if ctx.triggered_id == "unit-play":
         if not stopped:
             return no_update, True, "▶ Play"
@@ -194,12 +199,17 @@ def show_match(other, epoch, target):
         return widgets.message(str(e), "error")
 
 
-@callback(Output("unit-report", "data"), Input("unit-report-button", "n_clicks"), State("unit-epoch", "value"),
-          State("unit-target", "data"), prevent_initial_call=True)
+@callback(Output("unit-report", "data"), Output("unit-save-status", "children", allow_duplicate=True),
+          Input("unit-report-button", "n_clicks"), State("unit-epoch", "value"), State("unit-target", "data"),
+          prevent_initial_call=True)
 def download_report(_clicks, epoch, target):
-    t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
+    try:
+        t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
+        report = P.report(t, target["unit"])
+    except StoreError as e:
+        return no_update, f"No report: {e}"
     name = f"unit-{t.run_id[:8]}-layer{t.layer}-unit{target['unit']}-epoch{t.epoch}.html"
-    return dcc.send_string(P.report(t, target["unit"]), name)
+    return dcc.send_string(report, name), no_update
 
 
 # The epoch and the compared run go into the address as they change (see clientside.js for why replaceState).

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import store
+from dashboard.views import gaps
 from dashboard.views.theme import TEMPLATE, empty_figure, run_colors
 from training import contract as C
 
@@ -61,14 +62,19 @@ def run_label(run) -> str:
 
 
 def ema(values, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0."""
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0.
+
+    NaN and ±inf are skipped (they stay NaN in the output, a gap) so one bad value does not poison the rest.
+    """
     values = np.asarray(values, dtype=float)
     if weight <= 0 or len(values) == 0:
         return values
-    out, acc = np.empty_like(values), 0.0
+    out, acc, n = np.full_like(values, np.nan), 0.0, 0
     for i, v in enumerate(values):
-        acc = weight * acc + (1 - weight) * v
-        out[i] = acc / (1 - weight ** (i + 1))
+        if not np.isfinite(v):
+            continue
+        acc, n = weight * acc + (1 - weight) * v, n + 1
+        out[i] = acc / (1 - weight ** n)
     return out
 
 
@@ -88,10 +94,10 @@ def curve_figure(comp: Comparison, key: str, smoothing: float = 0.0, colors: dic
         name, color = run_label(run), colors[rid]
         yfmt = ".2%" if is_acc else ".4f"
         if smoothing > 0:
-            fig.add_trace(go.Scatter(x=d["step"], y=d["value"], mode="lines", line=dict(color=color, width=1),
+            fig.add_trace(go.Scatter(x=d["step"], y=gaps.gaps(d["value"]), mode="lines", line=dict(color=color, width=1),
                                      opacity=0.25, hoverinfo="skip", showlegend=False, legendgroup=rid))
         fig.add_trace(go.Scatter(
-            x=d["step"], y=ema(d["value"], smoothing), mode="lines+markers" if len(d) <= 40 else "lines",
+            x=d["step"], y=gaps.gaps(ema(d["value"], smoothing)), mode="lines+markers" if len(d) <= 40 else "lines",
             name=name, legendgroup=rid, line=dict(color=color, width=2), marker=dict(size=5),
             hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:{yfmt}}}<extra></extra>"))
     fig.update_layout(template=TEMPLATE, height=300, showlegend=False,
@@ -99,6 +105,12 @@ def curve_figure(comp: Comparison, key: str, smoothing: float = 0.0, colors: dic
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=_epoch_tick(data["step"].max()))
     fig.update_yaxes(title=ytitle, tickformat=".0%" if is_acc else None)
     return fig
+
+
+def curve_note(comp: Comparison, key: str) -> str:
+    """How many of each run's logged values of `key` are NaN or ±inf (drawn as gaps); '' when none."""
+    data = comp.history[comp.history["key"] == key]
+    return gaps.note({run_label(r): gaps.count(data.loc[data["run_id"] == r.info.run_id, "value"]) for r in comp.runs})
 
 
 def _epoch_tick(last_epoch) -> int | None:

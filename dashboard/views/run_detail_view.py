@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.views import theme, widgets
+from dashboard.views.gaps import gaps
 from training import contract as C
 
 TRAIN_COLOR, TEST_COLOR = theme.PALETTE[0], theme.PALETTE[1]
@@ -45,9 +46,10 @@ def _epoch_list(epochs):
     return "epochs " + ", ".join(map(str, epochs))
 
 
-def missing_parts(params: dict, metrics: dict, layers: list[str], epochs: list[int]) -> list[str]:
+def missing_parts(params: dict, metrics: dict, layers: list[str], epochs: list[int], config_problem: str = "") -> list[str]:
     """What the tracking contract expects that this run did not log, one line each, with what it costs."""
-    missing = []
+    missing = [f"a config MNIST Lab can rebuild ({config_problem}): no architecture, neuron or loss-landscape "
+               "views, and snapshots are checked only by their layer names"] if config_problem else []
     absent = [k for k in (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC) if k not in metrics]
     if absent:
         missing.append("metrics " + ", ".join(absent) + ": no training-progress curves")
@@ -73,7 +75,7 @@ def progress_figure(histories: dict[str, pd.DataFrame], loss: str | None = None)
             if df is None or df.empty:
                 continue
             train = key.startswith("train")
-            y = df["value"] * (100 if col == 2 else 1)
+            y = gaps(df["value"] * (100 if col == 2 else 1))
             fig.add_trace(go.Scatter(
                 x=df["step"], y=y, mode="lines+markers", name="train" if train else "test",
                 legendgroup="train" if train else "test", showlegend=col == 1,
@@ -89,7 +91,7 @@ def metrics_figure(histories: dict[str, pd.DataFrame]) -> go.Figure:
     """Whatever metrics a run logged (for runs outside the contract), one line each against step."""
     fig = widgets.figure(320, legend=dict(title_text="metric"))
     for key, df in histories.items():
-        fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines+markers", name=key,
+        fig.add_trace(go.Scatter(x=df["step"], y=gaps(df["value"]), mode="lines+markers", name=key,
                                  hovertemplate=f"{key} step %{{x}}: %{{y:.4g}}<extra></extra>"))
     fig.update_xaxes(title_text="step (as logged)")
     fig.update_yaxes(title_text="value (as logged)")
@@ -105,7 +107,7 @@ def gradient_figure(grad_norms: dict[str, pd.DataFrame]) -> go.Figure:
     """Each layer's mean gradient norm per epoch, log scale: gradient flow from output back to input."""
     fig = widgets.figure(320, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(grad_norms.items()):
-        fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines+markers", name=layer,
+        fig.add_trace(go.Scatter(x=df["step"], y=gaps(df["value"], log_scale=True), mode="lines+markers", name=layer,
                                  line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
                                  hovertemplate=f"{layer} epoch %{{x}}: %{{y:.3g}}<extra></extra>"))
     fig.update_xaxes(title_text="epoch (0 = untrained)", dtick=_epoch_dtick(grad_norms))
@@ -118,7 +120,7 @@ def dead_figure(dead: dict[str, pd.DataFrame], activation: str | None, limit: fl
     word = "dead" if activation == "relu" else "saturated"
     fig = widgets.figure(300, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(dead.items()):
-        fig.add_trace(go.Scatter(x=df["step"], y=df["value"] * 100, mode="lines+markers", name=layer,
+        fig.add_trace(go.Scatter(x=df["step"], y=gaps(df["value"] * 100), mode="lines+markers", name=layer,
                                  line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
                                  hovertemplate=f"{layer} epoch %{{x}}: %{{y:.1f}} % {word}<extra></extra>"))
     fig.add_hline(y=limit * 100, line=dict(color=BAD, dash="dot", width=1),
@@ -133,7 +135,7 @@ def dead_figure(dead: dict[str, pd.DataFrame], activation: str | None, limit: fl
 def activation_figure(snapshot: dict, layers: list[str], epoch: int, reference: dict | None = None,
                       reference_epoch: int | None = None) -> go.Figure:
     """Histogram of every layer's activations at `epoch` (bars), with `reference` (e.g. epoch 0) as an outline."""
-    shown = [l for l in layers if C.act_hist_key(l) in snapshot]
+    shown = [l for l in layers if C.act_hist_key(l) in snapshot and C.act_edges_key(l) in snapshot]
     fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=[
         f"{l} (output)" if i == len(shown) - 1 else l for i, l in enumerate(shown)], horizontal_spacing=0.06)
     fig.update_layout(template=theme.TEMPLATE, height=330, bargap=0,
@@ -141,14 +143,15 @@ def activation_figure(snapshot: dict, layers: list[str], epoch: int, reference: 
     for i, layer in enumerate(shown, start=1):
         counts = np.asarray(snapshot[C.act_hist_key(layer)], dtype=float)
         edges = np.asarray(snapshot[C.act_edges_key(layer)], dtype=float)
-        pct = counts / max(counts.sum(), 1) * 100
-        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=pct, width=np.diff(edges), name=f"epoch {epoch}",
+        x, y, width = _bars(edges, counts / max(np.nansum(counts[np.isfinite(counts)]), 1) * 100)
+        fig.add_trace(go.Bar(x=x, y=y, width=width, name=f"epoch {epoch}",
                              marker_color=TRAIN_COLOR, legendgroup="now", showlegend=i == 1,
                              hovertemplate="activation %{x:.3g}: %{y:.2f} %<extra></extra>"), 1, i)
-        if reference is not None and C.act_hist_key(layer) in reference:
+        if reference is not None and C.act_hist_key(layer) in reference and C.act_edges_key(layer) in reference:
             rc = np.asarray(reference[C.act_hist_key(layer)], dtype=float)
             re = np.asarray(reference[C.act_edges_key(layer)], dtype=float)
-            fig.add_trace(go.Scatter(x=np.repeat(re, 2)[1:-1], y=np.repeat(rc / max(rc.sum(), 1) * 100, 2),
+            rc = rc / max(np.nansum(rc[np.isfinite(rc)]), 1) * 100
+            fig.add_trace(go.Scatter(x=gaps(np.repeat(re, 2)[1:-1]), y=gaps(np.repeat(rc, 2)),
                                      mode="lines", name=f"epoch {reference_epoch}", legendgroup="ref",
                                      line=dict(color=TEST_COLOR, width=1.5), showlegend=i == 1,
                                      hoverinfo="skip"), 1, i)
@@ -158,15 +161,27 @@ def activation_figure(snapshot: dict, layers: list[str], epoch: int, reference: 
     return fig
 
 
+def _bars(edges: np.ndarray, heights: np.ndarray) -> tuple[list, list, list]:
+    """A histogram's bars (centres, heights, widths), leaving out bins whose edges are NaN, ±inf or reversed:
+    Plotly takes a gap in heights but not in widths."""
+    mids, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    keep = np.isfinite(mids) & np.isfinite(width) & (width >= 0)
+    return [float(m) for m in mids[keep]], gaps(heights[keep]), [float(w) for w in width[keep]]
+
+
 def weight_percentiles(snapshots: dict[int, dict], layer: str) -> pd.DataFrame:
-    """One row per snapshot epoch: the PERCENTILES of `layer`'s weights (columns p0 ... p100)."""
+    """One row per snapshot epoch: the PERCENTILES of `layer`'s finite weights (columns p0 ... p100), and
+    how many were NaN or infinite (column not_finite)."""
     rows = []
     for epoch in sorted(snapshots):
         snap = snapshots[epoch]
         if C.weight_key(layer) not in snap:
             continue
         w = np.asarray(snap[C.weight_key(layer)], dtype=float).ravel()
-        rows.append({"epoch": epoch, **{f"p{p:g}": v for p, v in zip(PERCENTILES, np.percentile(w, PERCENTILES))}})
+        finite = w[np.isfinite(w)]
+        pct = np.percentile(finite, PERCENTILES) if len(finite) else np.full(len(PERCENTILES), np.nan)
+        rows.append({"epoch": epoch, **{f"p{p:g}": v for p, v in zip(PERCENTILES, pct)},
+                     "not_finite": len(w) - len(finite)})
     return pd.DataFrame(rows)
 
 
@@ -181,13 +196,13 @@ def weight_distribution_figure(percentiles: dict[str, pd.DataFrame]) -> go.Figur
         df = percentiles[layer]
         for depth, (lo, hi) in enumerate(bands):
             opacity = 0.15 + 0.18 * depth
-            fig.add_trace(go.Scatter(x=df["epoch"], y=df[hi], mode="lines", line=dict(width=0),
+            fig.add_trace(go.Scatter(x=df["epoch"], y=gaps(df[hi]), mode="lines", line=dict(width=0),
                                      hoverinfo="skip"), 1, i)
-            fig.add_trace(go.Scatter(x=df["epoch"], y=df[lo], mode="lines", line=dict(width=0), fill="tonexty",
+            fig.add_trace(go.Scatter(x=df["epoch"], y=gaps(df[lo]), mode="lines", line=dict(width=0), fill="tonexty",
                                      fillcolor=_rgba(TRAIN_COLOR, opacity),
                                      hovertemplate=f"{layer} epoch %{{x}}: {lo}–{hi} from %{{y:.3g}}<extra></extra>"),
                           1, i)
-        fig.add_trace(go.Scatter(x=df["epoch"], y=df["p50"], mode="lines", line=dict(color=TRAIN_COLOR, width=1.5),
+        fig.add_trace(go.Scatter(x=df["epoch"], y=gaps(df["p50"]), mode="lines", line=dict(color=TRAIN_COLOR, width=1.5),
                                  hovertemplate=f"{layer} epoch %{{x}}: median %{{y:.3g}}<extra></extra>"), 1, i)
         fig.update_xaxes(title_text="epoch", row=1, col=i, dtick=1 if df["epoch"].max() <= 12 else None)
     fig.update_yaxes(title_text="weight value", row=1, col=1)
@@ -202,11 +217,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def confidence_figure(snapshot: dict, epoch: int) -> go.Figure:
     """Histograms of the predicted class's confidence for correct vs incorrect test predictions."""
     edges = np.asarray(snapshot[C.CONF_EDGES], dtype=float)
-    mids, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig = widgets.figure(320, barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.25))
     for key, name, color in ((C.CONF_HIST_CORRECT, "correct", GOOD), (C.CONF_HIST_INCORRECT, "incorrect", BAD)):
-        counts = np.asarray(snapshot[key])
-        fig.add_trace(go.Bar(x=mids, y=counts, width=width, name=f"{name} ({int(counts.sum()):,})",
+        if key not in snapshot:
+            continue
+        counts = np.asarray(snapshot[key], dtype=float)
+        total = int(counts[np.isfinite(counts)].sum())
+        mids, ys, width = _bars(edges, counts)
+        fig.add_trace(go.Bar(x=mids, y=ys, width=width, name=f"{name} ({total:,})",
                              marker_color=color, opacity=0.65,
                              hovertemplate=f"{name}, confidence %{{x:.2f}}: %{{y:,}} images<extra></extra>"))
     fig.update_xaxes(title_text=f"confidence in the predicted class at epoch {epoch}", range=[0, 1])
@@ -344,13 +362,14 @@ def _pc_title(i: int, explained) -> str:
 def landscape_contour_figure(ls) -> go.Figure:
     """Contours of the loss on the trajectory's PCA plane, with the path from epoch 0 to the last epoch."""
     fig = widgets.figure(440, legend=dict(orientation="h", y=-0.18))
-    fig.add_trace(go.Contour(x=ls.alphas, y=ls.betas, z=ls.loss, colorscale=theme.SEQUENTIAL, ncontours=24,
+    fig.add_trace(go.Contour(x=ls.alphas, y=ls.betas, z=[gaps(row) for row in ls.loss], colorscale=theme.SEQUENTIAL,
+                             ncontours=24,
                              colorbar=dict(title=loss_label(ls.loss_name).replace(" (", "<br>(")),
                              hovertemplate="(%{x:.3g}, %{y:.3g}): loss %{z:.4g}<extra></extra>", name="loss surface"))
     fig.add_trace(go.Scatter(x=ls.path[:, 0], y=ls.path[:, 1], mode="lines+markers+text", name="training path",
                              text=[str(e) for e in ls.epochs], textposition="top center",
                              line=dict(color="white", width=2), marker=dict(color=BAD, size=8),
-                             customdata=ls.path_loss,
+                             customdata=gaps(ls.path_loss),
                              hovertemplate="epoch %{text}: loss %{customdata:.4g}<extra></extra>"))
     fig.update_xaxes(title_text=_pc_title(0, ls.explained))
     fig.update_yaxes(title_text=_pc_title(1, ls.explained))
@@ -360,9 +379,10 @@ def landscape_contour_figure(ls) -> go.Figure:
 def landscape_surface_figure(ls) -> go.Figure:
     """The same loss as a 3-D surface, with the path drawn on it."""
     fig = widgets.figure(480, margin=dict(l=0, r=0, t=30, b=0))
-    fig.add_trace(go.Surface(x=ls.alphas, y=ls.betas, z=ls.loss, colorscale=theme.SEQUENTIAL, opacity=0.9,
+    fig.add_trace(go.Surface(x=ls.alphas, y=ls.betas, z=[gaps(row) for row in ls.loss], colorscale=theme.SEQUENTIAL,
+                             opacity=0.9,
                              showscale=False, hovertemplate="loss %{z:.4g}<extra></extra>"))
-    fig.add_trace(go.Scatter3d(x=ls.path[:, 0], y=ls.path[:, 1], z=ls.path_loss, mode="lines+markers",
+    fig.add_trace(go.Scatter3d(x=ls.path[:, 0], y=ls.path[:, 1], z=gaps(ls.path_loss), mode="lines+markers",
                                text=[f"epoch {e}" for e in ls.epochs], line=dict(color=BAD, width=6),
                                marker=dict(size=4, color=BAD), name="training path",
                                hovertemplate="%{text}: loss %{z:.4g}<extra></extra>"))

@@ -4,6 +4,7 @@
 functions of its frame, so they are unit-tested without a server.
 """
 import math
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,16 @@ import plotly.graph_objects as go
 from dashboard import store
 from dashboard.views.theme import SEQUENTIAL, TEMPLATE, empty_figure
 from training import contract as C
+from training.config import RunConfig
 
 # The table's param columns; each row also carries the architecture label (store.arch_label).
 KEY_PARAMS = (C.PARAM_ACTIVATION, C.PARAM_LOSS, C.PARAM_OPTIMIZER, C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS,
               C.PARAM_SEED)
 # Sweep axes shown first, in this order (write-up C's grid is lr x batch size); the seed goes last.
 PREFERRED_AXES = (C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS, C.PARAM_ACTIVATION, C.PARAM_MOMENTUM)
+# Params where numbers are expected: the config's numeric fields.  Any other value there ('abc', 'inf')
+# is shown as text in the table and keeps its run off the figures' axes; "default" (PyTorch's init) is a value.
+NUMERIC_PARAMS = tuple(f.name for f in fields(RunConfig) if f.type in (int, float, float | None))
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
     "best_test_acc": ("best test accuracy", True),
@@ -41,7 +46,7 @@ def add_summaries(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
         return out
     for key in (C.TEST_ACC, C.TEST_LOSS, C.TRAIN_ACC):
         out[f"final_{key}"] = pd.to_numeric(out.get(f"metrics.{key}"), errors="coerce")
-    acc = hist[hist["key"] == C.TEST_ACC]
+    acc = hist[(hist["key"] == C.TEST_ACC) & np.isfinite(hist["value"])]
     if acc.empty:
         out["best_test_acc"], out["best_epoch"] = np.nan, np.nan
     else:
@@ -122,11 +127,13 @@ def varying_params(frame: pd.DataFrame) -> list[str]:
 
 def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final_test_acc") -> go.Figure:
     """Parallel coordinates: one line per run through its params, ending at the metric, coloured by it."""
-    runs = _scored(frame, metric)
-    if runs.empty:
+    if _scored(frame, metric).empty:
         return empty_figure("No run in this view has logged test_acc yet.", height=340)
     if not params:
         return empty_figure("All runs share the same params: nothing to compare across.", height=340)
+    runs, _ = usable_runs(frame, params, metric)
+    if runs.empty:
+        return empty_figure("No run in this view can be drawn: see the note below.", height=340)
     dims = [_dimension(runs[f"params.{p}"], p) for p in params]
     label, _ = METRICS[metric]
     values = runs[metric].astype(float)
@@ -142,14 +149,16 @@ def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final
 
 def heatmap_figure(frame: pd.DataFrame, x: str | None, y: str | None, metric: str = "final_test_acc") -> go.Figure:
     """Two params against a metric, averaged over runs that share a cell (e.g. seeds): write-up C's table as a picture."""
-    runs = _scored(frame, metric)
-    if runs.empty:
+    if _scored(frame, metric).empty:
         return empty_figure("No run in this view has logged test_acc yet.", height=340)
     if not x or not y or x == y:
         return empty_figure("Pick two different params for the heatmap axes.", height=340)
     for p in (x, y):
-        if f"params.{p}" not in runs.columns:
+        if f"params.{p}" not in frame.columns:
             return empty_figure(f"No run in this view has the param '{p}'.", height=340)
+    runs, _ = usable_runs(frame, [x, y], metric)
+    if runs.empty:
+        return empty_figure("No run in this view can be drawn: see the note below.", height=340)
     cells = (runs.assign(_x=runs[f"params.{x}"].fillna("—"), _y=runs[f"params.{y}"].fillna("—"))
              .groupby(["_y", "_x"])[metric].agg(["mean", "count"]).reset_index())
     xs, ys = _ordered(cells["_x"]), _ordered(cells["_y"])
@@ -180,15 +189,52 @@ def default_axes(params: list[str]) -> tuple[str | None, str | None]:
 
 
 def _scored(frame: pd.DataFrame, metric: str = "final_test_acc") -> pd.DataFrame:
+    """Runs that logged the metric behind `metric` (final_test_acc: test_acc), whatever its value."""
     if frame.empty or metric not in frame.columns:
         return frame.iloc[0:0]
+    if "logged_metrics" in frame.columns:
+        key = metric.split("_", 1)[1]
+        return frame[frame["logged_metrics"].map(lambda keys: isinstance(keys, tuple) and key in keys)]
     return frame[frame[metric].notna()]
+
+
+def _not_a_number(value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == C.DEFAULT_VALUE:
+        return False  # a param the run lacks ("—") or PyTorch's default init: a value, not an error
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def usable_runs(frame: pd.DataFrame, params: list[str], metric: str = "final_test_acc") -> tuple[pd.DataFrame, list[str]]:
+    """The runs a grid-review figure can draw, and one line per reason others were left out: a metric
+    that is NaN or ±inf, or a numeric param (NUMERIC_PARAMS) whose value is not a number."""
+    runs, notes = _scored(frame, metric), []
+    bad = ~np.isfinite(runs[metric].astype(float)) if not runs.empty else pd.Series(dtype=bool)
+    if bad.any():
+        notes.append(f"{_runs(bad.sum())} left out: {METRICS[metric][0]} is not finite (NaN or ±inf).")
+        runs = runs[~bad]
+    for p in params:
+        col = f"params.{p}"
+        if p not in NUMERIC_PARAMS or col not in runs.columns:
+            continue
+        junk = runs[col].map(_not_a_number).astype(bool)
+        if junk.any():
+            shown = ", ".join(f"'{str(v)[:20]}'" for v in dict.fromkeys(runs.loc[junk, col]))
+            notes.append(f"{_runs(junk.sum())} left out: {p} should be a number, not {shown}.")
+            runs = runs[~junk]
+    return runs, notes
+
+
+def _runs(n) -> str:
+    return f"{int(n)} run" + ("s" if n != 1 else "")
 
 
 def _dimension(values: pd.Series, name: str) -> dict:
     """A parcoords axis: numeric params on a (log if they span decades) scale, others as labelled categories."""
     nums = pd.to_numeric(values, errors="coerce")
-    if nums.notna().all():
+    if nums.notna().all() and np.isfinite(nums).all():
         if (nums > 0).all() and nums.max() / nums.min() >= 100:
             logs = np.log10(nums)
             ticks = [10.0 ** k for k in range(math.floor(logs.min()), math.ceil(logs.max()) + 1)]
@@ -210,7 +256,7 @@ def _ordered(values) -> list:
 
 
 def _num(v):
-    return None if v is None or _nan(v) else float(v)
+    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def _nan(v) -> bool:
