@@ -6,6 +6,7 @@ RAY_STAMP := .venv/.ray-installed-$(shell sha256sum requirements-ray.txt | cut -
 HOST    ?= 127.0.0.1
 PORT    ?= 8050
 WORKERS ?= 4
+GRID    ?= training/grids/seeds.yaml
 
 .PHONY: install install-ray data browser run serve test test-fast bench screenshots
 
@@ -26,8 +27,22 @@ $(RAY_STAMP): requirements-ray.txt $(STAMP)
 	@rm -f .venv/.ray-installed-*
 	@touch $@
 
+# MNIST_ROOT as training.data reads it; the stamp says these files passed `make data` since they last changed.
+MNIST_RAW   := $(or $(MNIST_ROOT),data)/MNIST/raw
+MNIST_FILES := $(addprefix $(MNIST_RAW)/,train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
+DATA_STAMP  := .venv/.mnist-verified-$(shell printf '%s' "$(abspath $(MNIST_RAW))" | sha256sum | cut -c1-12)
+
 data: install
 	$(PY) -m training.data
+	@touch $(DATA_STAMP)
+
+# `make run` checks MNIST again only when a file is missing or changed since it last passed: whatever trains
+# verifies every sha256 as it loads the data, so the stamp saves a process and a torch import, not a check.
+$(DATA_STAMP): $(STAMP) $(MNIST_FILES)
+	$(PY) -m training.data
+	@touch $@
+
+$(MNIST_FILES): ;  # a missing file counts as changed: the stamp's recipe fetches it
 
 # Debian's Chromium for the browser tests and screenshots; never a browser a tool downloads itself.
 browser:
@@ -35,10 +50,10 @@ browser:
 	  echo "installing Chromium (Debian package) for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# The same gunicorn server as `make serve`, with two workers: one person, and no development server.
-run: data
-	$(PY) -m training.grid training/grids/seeds.yaml
-	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers 2
+# The dashboard at once (gunicorn as in `make serve`, two workers) while GRID trains in the background and
+# shows up live; Ctrl-C stops both, and the next `make run` trains only what is not FINISHED.
+run: $(DATA_STAMP)
+	$(PY) -m dashboard.launch $(GRID) --host $(HOST) --port $(PORT) --workers 2
 
 serve: data
 	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
@@ -55,5 +70,6 @@ bench: data
 
 # README pictures of every page, from the default store ({run}: the first run on the runs page).
 SHOT_PATHS := --path '/runs/{run}' --path '/runs/{run}/neurons?layer=1' --path '/runs/{run}/neurons/1/0'
+# With MLFLOW_UI_URL set (an `mlflow ui` over the same store), also the run page's MLflow link and what it opens.
 screenshots: data browser
-	$(PY) -m dashboard.screenshots docs/screenshots $(SHOT_PATHS)
+	$(PY) -m dashboard.screenshots docs/screenshots $(SHOT_PATHS) $(if $(MLFLOW_UI_URL),--mlflow-ui $(MLFLOW_UI_URL))

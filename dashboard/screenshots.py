@@ -2,11 +2,14 @@
 
     python -m dashboard.screenshots OUT_DIR [--url http://127.0.0.1:8050] [--start /?experiment=<id>]
                                             [--path '/runs/{run}' --path '/runs/{run}/neurons' ...] [--dark]
+                                            [--mlflow-ui http://127.0.0.1:5000]
 
 Without --url it serves the dashboard itself over MLFLOW_TRACKING_URI (or the default store) on a
 free loopback port.  It always shoots the runs page (`--start`, default `/`), then ticks its first
 three runs and follows "Compare" (so the compare shot is a real link from the runs page), then every
---path given; `{run}` in a path stands for the first run listed on the runs page.
+--path given; `{run}` in a path stands for the first run listed on the runs page.  With --mlflow-ui
+(an `mlflow ui` over the same store) it also shoots {run}'s page with its MLflow link and the MLflow
+page that link opens (run_page_mlflow_link.png, mlflow_ui_run.png).
 """
 import argparse
 import os
@@ -24,6 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 800}
 SETTLE_MS = 800  # after the last figure draws: lets Plotly finish transitions before the shot
+MLFLOW_WAIT_MS = 60000  # MLflow's UI loads its run page in several requests
 
 
 @contextmanager
@@ -79,6 +83,34 @@ def shoot(page, base: str, path: str, out: Path, name: str | None = None) -> Pat
     return target
 
 
+def shoot_mlflow_link(page, base: str, run_id: str, out: Path, suffix: str = "") -> list[Path]:
+    """Our run page with its "Open in MLflow" link, then the MLflow page the link opens, description expanded."""
+    page.goto(f"{base}/runs/{run_id}")
+    settle(page)
+    link = page.locator("#run-mlflow-link")
+    if not link.count():
+        raise SystemExit("error: the run page has no MLflow link; the dashboard needs MLFLOW_UI_URL")
+    ours = out / f"run_page_mlflow_link{suffix}.png"
+    page.screenshot(path=str(ours))  # the top of the page, where the link is
+    with page.context.expect_page() as opened:
+        link.click()
+    theirs = opened.value
+    theirs.set_viewport_size(VIEWPORT)
+    expand = theirs.get_by_role("button", name="Expand description")
+    expand.wait_for(timeout=MLFLOW_WAIT_MS)
+    expand.click()
+    theirs.wait_for_timeout(3000)  # the assistant panel opens late; closed, the run page gets the width
+    close = theirs.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+    if close.count():
+        close.click()
+    theirs.get_by_text("Description", exact=True).scroll_into_view_if_needed()
+    theirs.wait_for_timeout(SETTLE_MS)
+    target = out / f"mlflow_ui_run{suffix}.png"
+    theirs.screenshot(path=str(target))
+    theirs.close()
+    return [ours, target]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.splitlines()[0])
     p.add_argument("out_dir")
@@ -88,7 +120,11 @@ def main(argv=None) -> int:
                    help="another page to shoot; {run} is the first run on the runs page, e.g. '/runs/{run}'")
     p.add_argument("--run", help="the run {run} stands for (default: the first run on the runs page)")
     p.add_argument("--dark", action="store_true", help="shoot in the dark theme")
+    p.add_argument("--mlflow-ui", metavar="URL", help="an MLflow UI over the same store: shoot the link to it")
     args = p.parse_args(argv)
+    if args.mlflow_ui:
+        from dashboard.mlflow_links import ENV_UI_URL
+        os.environ[ENV_UI_URL] = args.mlflow_ui  # for the dashboard this command serves
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
@@ -119,6 +155,8 @@ def main(argv=None) -> int:
                 continue
             name = file_name(path.replace("{run}", "run")) + suffix  # stable names for the README
             print(shoot(page, base, path.replace("{run}", first_run), out, name))
+        if args.mlflow_ui and first_run:
+            print(*shoot_mlflow_link(page, base, first_run, out, suffix), sep="\n")
         browser.close()
     for e in errors:
         print(f"console error: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ Two workers in Chromium, the optional login on every route, the bind warnings, t
 """
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +140,18 @@ def test_a_user_without_a_password_is_refused_with_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "DASHBOARD_PASSWORD is not set: set both DASHBOARD_USER and DASHBOARD_PASSWORD" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["dashboard.serve", "dashboard.launch"])
+def test_a_port_in_use_is_one_line_and_exit_2_before_anything_starts(module, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name in ("DASHBOARD_USER", "DASHBOARD_PASSWORD"):
+        env.pop(name, None)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", module, "--port", str(port)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == (f"error: 127.0.0.1:{port} is already in use (another dashboard?); pick another port, "
+                           f"e.g. --port {port + 1} (make: PORT={port + 1})\n")
+    assert "Dashboard:" not in done.stdout and "Training" not in done.stdout

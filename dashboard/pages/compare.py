@@ -52,8 +52,8 @@ def layout(runs=None, smooth=None, params=None, **_query):
         header,
         *[widgets.message(n, "warn") for n in notes],
         html.Div(_legend(comp.runs, colors), className="card legend"),
-        html.A("Open these runs in MLflow ↗", href=ui, target="_blank", rel="noopener", id="compare-mlflow-link")
-        if (ui := mlflow_links.compare_url(comp.runs)) else None,
+        html.Div(html.A("Open these runs in MLflow ↗", href=ui, target="_blank", rel="noopener", id="compare-mlflow-link"),
+                 style={"margin": "0 0 12px"}) if (ui := mlflow_links.compare_url(comp.runs)) else None,
         html.Div([
             html.Span("Smoothing (EMA)", className="muted"),
             html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
