@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dashboard import cache, store
+from dashboard import logged_activations as logged
 from dashboard.analytics import neurons as N
 from dashboard.neuron_activations import Activations, compute_activations
 from dashboard.neuron_target import Target, resolve, run_config
@@ -40,7 +41,10 @@ def test_images() -> tuple[np.ndarray, np.ndarray]:
 
 @cache.memoize(32)
 def _activations(run_id: str, epoch: int, upto: int | None) -> tuple[Activations, ...]:
-    config = run_config(store.get_run(run_id))
+    run = store.get_run(run_id)
+    if logged.is_logged(run):  # a run from the user's own loop: its units as logged, no forward pass
+        return tuple(Activations(a, None) for a in logged.hidden_units(run_id, epoch))[:upto]
+    config = run_config(run)
     layers = layers_of(config)
     snapshot = store.complete_weights(run_id, epoch, [l.name for l in layers])
     out = tuple(compute_activations(config, snapshot, test_inputs(), upto))
@@ -62,7 +66,7 @@ def layer_activations(run_id: str, epoch: int, layer: int, arch_is_cnn: bool = F
 def _layer_stats(run_id: str, layer: int, epoch: int, activation: str, cnn: bool) -> N.LayerStats:
     images, labels = test_images()
     a = layer_activations(run_id, epoch, layer, cnn)
-    return N.layer_stats(a.acts, labels, images, floor=N.activation_floor(activation), tiebreak=a.pre)
+    return N.layer_stats(a.acts, labels, images, floor=logged.unit_floor(activation, a.acts), tiebreak=a.pre)
 
 
 def layer_stats(t: Target) -> N.LayerStats:

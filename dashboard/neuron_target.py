@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from dashboard import store
+from dashboard.logged_activations import logged_layers
 from dashboard.store import StoreError
+from training import contract as C
 from training.config import ConfigError, RunConfig
 from training.architecture import layers_of
 
@@ -35,6 +37,9 @@ def parse_int(value, what: str) -> int:
 def run_config(run) -> RunConfig:
     """The model config a run trained with, from its params; StoreError for runs our trainer did not log."""
     run_id = run.info.run_id
+    if C.PARAM_LAYER_STRUCTURE in run.data.params:
+        raise StoreError(f"run {run_id[:8]} was logged from its own training loop: its units' activations are in "
+                         f"the store but not its model's code, so what reruns the network cannot be shown")
     try:
         return RunConfig.from_params(run.data.params, where=f"run {run_id[:8]} params")
     except ConfigError as e:
@@ -66,7 +71,7 @@ class Target:
 def resolve(run_id, layer=1, epoch=None, unit=None) -> Target:
     """Check a run id, 1-based layer, epoch (default: the last snapshot) and unit; StoreError if any is wrong."""
     run = store.get_run(str(run_id))
-    config = run_config(run)
+    specs, activation_of = _layer_specs(run)
     hidden = hidden_layers(run)
     if not hidden:
         raise StoreError(f"run {run_id} has no hidden layers logged")
@@ -81,15 +86,28 @@ def resolve(run_id, layer=1, epoch=None, unit=None) -> Target:
     if epoch not in epochs:
         raise StoreError(f"epoch {epoch} has no snapshot: this run has snapshots for epochs "
                          f"{_epoch_list(epochs)}")
-    spec = {l.name: l for l in layers_of(config)}[hidden[layer - 1]]
+    spec = specs[hidden[layer - 1]]
     u = None
     if unit not in (None, ""):
         u = parse_int(unit, "unit")
         if not 0 <= u < spec.units:
             raise StoreError(f"unit {u} does not exist: layer {layer} ({spec.name}) has units 0–{spec.units - 1}")
     return Target(run_id=run_id, run_name=run.info.run_name or run_id[:8], layer=layer, layer_name=spec.name,
-                  kind=spec.kind, units=spec.units, epoch=epoch, epochs=epochs, activation=config.activation,
-                  first=layer == 1, prev_name=hidden[layer - 2] if layer > 1 else None, unit=u)
+                  kind=spec.kind, units=spec.units, epoch=epoch, epochs=epochs, activation=activation_of(spec),
+                  first=layer == 1 and sees_image(spec), prev_name=hidden[layer - 2] if layer > 1 else None, unit=u)
+
+
+def sees_image(layer) -> bool:
+    """Whether a first layer's input is the image itself, so its weights are image-shaped."""
+    return (layer.kind == "conv" and layer.weight_shape[1] == 1) or (layer.kind == "linear" and layer.fan_in == 784)
+
+
+def _layer_specs(run):
+    """The run's layers by name, and each one's activation: a built-in run's config's, or as its own loop logged."""
+    if (logged := logged_layers(run)) is not None:
+        return {l.name: l for l in logged}, lambda spec: spec.activation
+    config = run_config(run)
+    return {l.name: l for l in layers_of(config)}, lambda spec: config.activation
 
 
 def _epoch_list(epochs) -> str:

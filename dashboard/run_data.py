@@ -138,6 +138,9 @@ def run_landscape(run_id: str) -> landscape.Landscape:
     epochs = tuple(store.snapshot_epochs(run_id))
     if (hit := _landscapes.get((run_id, epochs))) is not None:
         return hit
+    if C.PARAM_LAYER_STRUCTURE in run.data.params:
+        raise store.StoreError("it reruns the network, and this run was logged from its own training loop: the "
+                               "store holds its weights and units, not its model's code")
     config = RunConfig.from_params(run.data.params, where="this run's params")
     if len(epochs) < 2:
         raise store.StoreError("the loss landscape needs at least two weight snapshots")

@@ -4,8 +4,9 @@ training/models.py builds the networks from these layers; the dashboard reads th
 a run's snapshot must hold before it reads a byte of it.  No torch here: dashboard.store imports
 this module and must start without torch.
 """
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from training import contract as C
 from training.config import N_CLASSES, ConfigError, RunConfig
@@ -23,6 +24,8 @@ class Layer:
     name: str
     kind: str  # "linear" or "conv"
     weight_shape: tuple[int, ...]  # PyTorch's own layout: (out, in) or (out, in, kh, kw)
+    activation: str = ""  # a logged model's own, per layer (training.layer_capture); "" when the config says
+    out_shape: tuple[int, ...] = ()  # a logged model's layer output per image, e.g. (32, 26, 26); () when unknown
 
     @property
     def fan_in(self) -> int:
@@ -74,8 +77,50 @@ class RunLayers:
     problem: str  # ... and why not ('' when they are)
 
 
+MAX_STRUCTURE_LAYERS = 256  # a logged structure longer than this is not a network anyone logged with us
+MAX_SHAPE_VALUES = 10_000_000  # per weight: more than any MNIST model's, so a planted shape cannot cost memory
+
+
+def structure_param(layers) -> str:
+    """The layer_structure param of a run from the user's own loop: its layers as JSON."""
+    return json.dumps([asdict(l) for l in layers], separators=(",", ":"))
+
+
+def _layer_from(d: dict) -> Layer:
+    """A Layer from structure_param's JSON, by the dataclass's own field names; KeyError when one is missing."""
+    values = [d[f.name] if f.default is MISSING else d.get(f.name, f.default) for f in fields(Layer)]
+    name, kind, shape, activation, out_shape = values
+    return Layer(str(name), str(kind), tuple(int(n) for n in shape), str(activation), tuple(int(n) for n in out_shape))
+
+
+def logged_structure(params: dict[str, str]) -> tuple[Layer, ...] | None:
+    """A run's layers from its layer_structure param; None without one; ValueError naming what is wrong."""
+    text = params.get(C.PARAM_LAYER_STRUCTURE)
+    if text is None:
+        return None
+    try:
+        items = json.loads(text)
+        layers = tuple(_layer_from(d) for d in items[:MAX_STRUCTURE_LAYERS + 1])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"its {C.PARAM_LAYER_STRUCTURE} param is not a list of layers ({type(e).__name__})") from None
+    for l in layers:
+        ok = (l.kind == "linear" and len(l.weight_shape) == 2) or (l.kind == "conv" and len(l.weight_shape) == 4)
+        if not ok or not l.name or min(l.weight_shape) < 1 or math.prod(l.weight_shape) > MAX_SHAPE_VALUES:
+            raise ValueError(f"its {C.PARAM_LAYER_STRUCTURE} param has an impossible layer: {l.name[:40]!r} "
+                             f"{l.kind[:10]} {l.weight_shape}")
+    if not layers or len(layers) > MAX_STRUCTURE_LAYERS or len({l.name for l in layers}) != len(layers):
+        raise ValueError(f"its {C.PARAM_LAYER_STRUCTURE} param needs 1–{MAX_STRUCTURE_LAYERS} distinct layers")
+    return layers
+
+
 def run_layers(params: dict[str, str], where: str = "this run's params") -> RunLayers:
-    """A run's layers from its params (RunConfig.from_params), or only their names from its layers param."""
+    """A run's layers from its params (RunConfig.from_params, or the layer_structure a run from the user's own
+    loop logged), or only their names from its layers param."""
+    try:
+        if (logged := logged_structure(params)) is not None:
+            return RunLayers(tuple(l.name for l in logged), logged, "")
+    except ValueError as e:
+        return RunLayers((), None, f"{where}: {e}")
     try:
         layers = tuple(layers_of(RunConfig.from_params(params, where=where)))
     except (ConfigError, ValueError, OverflowError) as e:  # ValueError: a number too long for int()

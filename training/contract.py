@@ -34,6 +34,25 @@ def dead_fraction_key(layer: str) -> str:
     return f"{DEAD_FRACTION_PREFIX}/{layer}"
 
 
+# Per-layer run summaries of the hidden units at the run's last snapshot, logged once when a run ends
+# (at that snapshot's epoch as step) or by training.backfill_summaries: f"{prefix}.{layer}.{field}".
+# Dots, not slashes, so MLflow's filter syntax takes them bare: metrics.units.fc1.class_selective > 5.
+UNIT_SUMMARY_PREFIX = "units"
+UNIT_SUMMARY_FIELDS = ("class_selective", "feature_selective", "dead", "mean_si")  # counts, counts, counts, mean SI
+
+
+def unit_summary_key(layer: str, field: str) -> str:
+    assert field in UNIT_SUMMARY_FIELDS, field
+    return f"{UNIT_SUMMARY_PREFIX}.{layer}.{field}"
+
+
+def unit_summary_parts(key: str) -> tuple[str, str] | None:
+    """(layer, field) of a unit-summary metric key, else None: the inverse of unit_summary_key."""
+    head, _, rest = key.partition(".")
+    layer, _, field = rest.rpartition(".")
+    return (layer, field) if head == UNIT_SUMMARY_PREFIX and layer and field in UNIT_SUMMARY_FIELDS else None
+
+
 # ---- params ----
 # The training options: one param per RunConfig field, under the field's own name.  config.py's
 # dataclass declares them in this order (a test keeps the two equal).
@@ -67,11 +86,14 @@ PARAM_DATASET = "dataset"
 PARAM_LAYERS = "layers"  # comma-separated layer names, input to output
 PARAM_SHA256_PREFIX = "sha256."  # one param per data file: sha256.<file name>
 PARAM_N_CONFIGS = "n_configs"  # on a grid's parent run
+# A run logged from the user's own loop (training.own_loop): its weight layers as JSON, a list of
+# {"name", "kind", "weight_shape", "activation"}, input to output.  The dashboard's layers come from it.
+PARAM_LAYER_STRUCTURE = "layer_structure"
 
 # What a person comparing runs should not see as a hyperparameter: names, bookkeeping and
 # descriptions (sha256.* too, by its prefix; see is_hyperparameter).
 NOT_HYPERPARAMS = (PARAM_EXPERIMENT, PARAM_RUN_NAME, PARAM_DATASET, PARAM_LAYERS, PARAM_SNAPSHOT_EVERY,
-                   PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_N_CONFIGS)
+                   PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_N_CONFIGS, PARAM_LAYER_STRUCTURE)
 # Settings that name a run rather than change what it computes: left out of the config hash.
 NAMING_PARAMS = (PARAM_EXPERIMENT, PARAM_RUN_NAME)
 
@@ -84,6 +106,18 @@ def is_hyperparameter(name: str) -> bool:
 SNAPSHOT_DIR = "snapshots"
 MODEL_NAME = "model"
 GRID_FILE_ARTIFACT = "grid.yaml"  # a grid's YAML file, on its parent run
+# A run from the user's own loop also logs its hidden units' test-set activations per epoch, since the
+# dashboard cannot rerun a model whose code it does not have: float16 (10000, units), one array per layer.
+ACTIVATIONS_DIR = "unit_activations"
+UNIT_ACTS_PREFIX = "unit_acts"
+
+
+def activations_path(epoch: int) -> str:
+    return f"{ACTIVATIONS_DIR}/epoch_{epoch:04d}.npz"
+
+
+def unit_acts_key(layer: str) -> str:
+    return f"{UNIT_ACTS_PREFIX}/{layer}"
 
 
 def snapshot_path(epoch: int) -> str:
@@ -178,12 +212,14 @@ DATASET_NAME = "mnist"
 
 # ---- the grouping tests/test_structure.py reads ----
 METRICS = EPOCH_METRICS + (VAL_LOSS, VAL_ACC)
-PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS)
+PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS,
+                          PARAM_LAYER_STRUCTURE)
 TAGS = (TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
         TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN)
-ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
+ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, ACTIVATIONS_DIR, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
              PRED_CLASS, PRED_CONFIDENCE)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
 # Names built from a prefix: an f-string that starts with one of these bypasses the builders above.
 PREFIXES = (GRAD_NORM_PREFIX + "/", DEAD_FRACTION_PREFIX + "/", PARAM_SHA256_PREFIX, WEIGHT_PREFIX + "/",
-            BIAS_PREFIX + "/", ACT_HIST_PREFIX + "/", ACT_EDGES_PREFIX + "/", NEURON_TAG_PREFIX + ".")
+            BIAS_PREFIX + "/", ACT_HIST_PREFIX + "/", ACT_EDGES_PREFIX + "/", NEURON_TAG_PREFIX + ".", UNIT_ACTS_PREFIX + "/",
+            UNIT_SUMMARY_PREFIX + ".")

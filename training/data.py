@@ -1,10 +1,12 @@
 """MNIST: fetch, verify every byte, and load the whole set as tensors in memory.
 
 Files live in torchvision's layout, <root>/MNIST/raw/<name>, so that
-torchvision.datasets.MNIST(root, download=False) loads them.  Nothing is
-loaded until every file has passed its sha256 check.
+torchvision.datasets.MNIST(root, download=False) loads them; we read them
+ourselves (importing torchvision takes seconds).  Nothing is loaded until
+every file has passed its sha256 check.  A file's sha256 is remembered
+(training.data_digests) under its size, mtime, ctime, inode and device, so a
+file that changes in any way is hashed again.
 """
-import hashlib
 import os
 import shutil
 import socket
@@ -15,8 +17,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from training.data_digests import sha256_of
 from training.errors import UserError, exit_on_user_error
 
 SHA256 = {
@@ -51,14 +55,6 @@ def data_root() -> Path:
 
 def raw_dir(root: Path) -> Path:
     return Path(root) / "MNIST" / "raw"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_idx_header(path: Path) -> int:
@@ -97,7 +93,7 @@ def verify(root: Path, checksums: dict[str, str] = SHA256) -> dict[str, str]:
         if not path.is_file():
             raise DataError(f"{path}: missing; run `make data` (or `python -m training.data`) to fetch MNIST")
         counts[name] = check_idx_header(path)
-        actual = _sha256(path)
+        actual = sha256_of(path)
         if actual != expected:
             raise DataError(f"{path}: sha256 mismatch (got {actual[:12]}..., expected {expected[:12]}...), "
                             f"the file is corrupt or altered; {FIX_HINT}")
@@ -169,10 +165,12 @@ def fetch(root: Path | None = None) -> Path:
 
 
 def _raw_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as torchvision reads it: uint8 images (N, 28, 28) and int64 labels."""
-    from torchvision.datasets import MNIST
-    ds = MNIST(str(root), train=train, download=False)
-    return ds.data, ds.targets.to(torch.int64)
+    """One verified split as torchvision reads it: uint8 images (N, 28, 28) and int64 labels."""
+    prefix = "train" if train else "t10k"
+    raw = raw_dir(root)
+    images = np.fromfile(raw / f"{prefix}-images-idx3-ubyte", dtype=np.uint8, offset=16)
+    labels = np.fromfile(raw / f"{prefix}-labels-idx1-ubyte", dtype=np.uint8, offset=8)
+    return torch.from_numpy(images).reshape(-1, 28, 28), torch.from_numpy(labels).to(torch.int64)
 
 
 def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

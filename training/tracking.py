@@ -7,12 +7,17 @@ small (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT default to
 2 / 1 / 30 here, unless set) so that our loop, not MLflow's, bounds the wait.
 How the runs end is training.lifecycle's job; each run's description, written
 when it ends, comes from training.run_description over the epochs logged here.
+
+Epochs are written off the training thread (training.background_writer), each
+run's metrics of every epoch queued meanwhile in one log_batch; every queued
+write is in the store before any run ends, however it ends.
 """
 import os
 import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +26,8 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, SourceType
 from mlflow.tracking import MlflowClient
 
 from training import contract as C
+from training import layer_summaries
+from training.background_writer import BackgroundWriter
 from training.config import N_CLASSES, RunConfig
 from training.data import Mnist, raw_dir
 from training.errors import UserError
@@ -114,6 +121,34 @@ def log_dataset(mlflow_client: MlflowClient, run_id: str, dataset: DatasetInput)
             time.sleep(0.05 * (1 + attempt) * (0.5 + random.random()))
 
 
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch
+
+
+@dataclass
+class EpochWrite:
+    """One model's epoch, as the engine reported it, waiting for the writer thread."""
+    k: int
+    epoch: int
+    metrics: dict[str, float]
+    timestamp: int
+    snapshot: dict[str, np.ndarray] | None
+
+
+class RunsFlushedFirst(OpenRuns):
+    """Open runs whose writer has written everything queued before any of them ends."""
+
+    def __init__(self, mlflow_client: MlflowClient, writer: BackgroundWriter):
+        super().__init__(mlflow_client)
+        self.writer = writer
+
+    def end(self, run_id, status=C.STATUS_FINISHED, reason=None, budget=None) -> None:
+        if run_id in self:
+            self.writer.flush(raise_error=False)  # the error, if any, reaches the training thread, not the ending
+        super().end(run_id, status, reason, budget)
+        if not len(self):
+            self.writer.close(raise_error=False)
+
+
 class MlflowSink:
     """One MLflow run per model of a cohort; receives the engine's epochs.
 
@@ -125,7 +160,8 @@ class MlflowSink:
                  extra_tags: list[dict[str, str]] | None = None, source: str | None = None):
         self.client, self.configs = mlflow_client, configs
         self.run_ids: list[str] = []
-        self.runs = OpenRuns(mlflow_client)
+        self.writer: BackgroundWriter[EpochWrite] = BackgroundWriter(self._write)
+        self.runs = RunsFlushedFirst(mlflow_client, self.writer)
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
         self.predictions: list[Predictions | None] = [None] * len(configs)  # from each run's last snapshot
@@ -144,21 +180,43 @@ class MlflowSink:
             log_dataset(mlflow_client, rid, dataset)
 
     def log_epoch(self, k, epoch, metrics, snapshot):
-        rid = self.run_ids[k]
-        ts = int(time.time() * 1000)
+        """Queue the epoch for the writer thread; raises what an earlier write failed with."""
         try:
-            retry(self.client.log_batch, rid, metrics=[Metric(key, value, ts, epoch) for key, value in metrics.items()])
-            self.last_epoch[k] = epoch
-            self.history[k].append((epoch, dict(metrics)))
-            if snapshot is not None:
-                self.predictions[k] = (epoch, np.bincount(snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
-                path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(path, **snapshot)
-                retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
-                path.unlink()
+            self.writer.put(EpochWrite(k, epoch, dict(metrics), int(time.time() * 1000), snapshot))
         except TrackingLostError as e:
             raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
+
+    def flush(self) -> None:
+        """Wait until every epoch reported so far is in the store."""
+        try:
+            self.writer.flush()
+        except TrackingLostError as e:
+            raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
+
+    def _write(self, jobs: list[EpochWrite]) -> None:
+        """On the writer thread: each run's metrics in as few log_batch calls as fit, then the snapshots."""
+        per_run: dict[int, list[Metric]] = {}
+        for job in jobs:
+            per_run.setdefault(job.k, []).extend(Metric(key, value, job.timestamp, job.epoch)
+                                                 for key, value in job.metrics.items())
+        for k, metrics in per_run.items():
+            for i in range(0, len(metrics), MAX_BATCH_METRICS):
+                retry(self.client.log_batch, self.run_ids[k], metrics=metrics[i:i + MAX_BATCH_METRICS])
+        for job in jobs:
+            self.last_epoch[job.k] = job.epoch
+            self.history[job.k].append((job.epoch, job.metrics))
+        for job in jobs:
+            if job.snapshot is not None:
+                self._log_snapshot(job.k, job.epoch, job.snapshot)
+
+    def _log_snapshot(self, k: int, epoch: int, snapshot: dict[str, np.ndarray]) -> None:
+        rid = self.run_ids[k]
+        self.predictions[k] = (epoch, np.bincount(snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
+        path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **snapshot)
+        retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
+        path.unlink()
 
     def kept(self) -> str:
         """What the store keeps of this cohort's runs, for the lost-server message."""
@@ -179,9 +237,11 @@ class MlflowSink:
 
     def finish(self, params_per_model) -> None:
         """Log each surviving model and end its run FINISHED."""
+        self.flush()
         for k, params in enumerate(params_per_model):
             if params is not None and self.run_ids[k] in self.runs:
                 log_model(self.run_ids[k], self.configs[k], params)
+                layer_summaries.log_at_end(self.client, self.run_ids[k], self.configs[k], params, self.last_epoch.get(k))
                 self.runs.end(self.run_ids[k], C.STATUS_FINISHED)
 
 

@@ -45,7 +45,7 @@ ACTIVATION_FLOORS = {"sigmoid": 0.0, "relu": 0.0, "tanh": -1.0}
 
 def activation_floor(activation: str) -> float:
     """The lowest value a hidden activation can take; SI measures activations from here."""
-    return ACTIVATION_FLOORS[activation]
+    return ACTIVATION_FLOORS.get(activation, 0.0)  # a logged model's other activations: measured from 0
 
 
 def class_means(acts: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Compare (/compare?runs=<id>,<id>,...): curves, differing params and final/best metrics, side by side.
 
-The page is a function of its URL: `runs`, `smooth` (EMA weight) and `params=all`.  The controls only
-rewrite the URL and the page re-renders from it, so a shared link, a reload and back/forward all
-show exactly the same view.
+The page is a function of its URL: `runs`, `smooth` (EMA weight), `params=all`, `group=off` (single
+runs instead of one curve per config when seeds replicate a config), `band=ci` (95 % CI instead of
+± 1 sd) and `epoch` (the snapshot the two-run review compares).  The controls only rewrite the URL and
+the page re-renders from it, so a shared link, a reload and back/forward all show exactly the same view.
 """
 import math
 from urllib.parse import parse_qs, urlencode
@@ -11,8 +12,11 @@ import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
 from dashboard import mlflow_links, store
+from dashboard.analytics import replicates as R
 from dashboard.views import compare_view as V
+from dashboard.views import sweep_groups as G
 from dashboard.views import widgets
+from dashboard.views.sweep_sections import review_section
 from dashboard.views.theme import run_colors
 from training import contract as C
 
@@ -27,8 +31,9 @@ def _smoothing(value) -> float:
     return min(max(s, 0.0), 0.95) if math.isfinite(s) else 0.0
 
 
-def layout(runs=None, smooth=None, params=None, **_query):
+def layout(runs=None, smooth=None, params=None, group=None, band=None, epoch=None, **_query):
     smoothing, show_all = _smoothing(smooth), params == "all"
+    band = band if band in R.BANDS else "sd"
     header = html.Div([
         html.H2("Compare runs", className="grow"),
         dcc.Input(id="compare-link", type="text", readOnly=True, className="text-input small", style={"width": "320px"},
@@ -48,28 +53,67 @@ def layout(runs=None, smooth=None, params=None, **_query):
         return html.Div([header, *[widgets.message(n, "error") for n in notes],
                          widgets.message("Nothing to compare.", "warn")])
     colors = run_colors([r.info.run_id for r in comp.runs])
+    groups = G.groups_of(comp)
+    grouped = R.has_replicates(groups) and group != "off"
     return html.Div([
         header,
         *[widgets.message(n, "warn") for n in notes],
-        html.Div(_legend(comp.runs, colors), className="card legend"),
+        html.Div(_group_legend(groups, comp.runs) if grouped else _legend(comp.runs, colors), className="card legend"),
         html.Div(html.A("Open these runs in MLflow ↗", href=ui, target="_blank", rel="noopener", id="compare-mlflow-link"),
                  style={"margin": "0 0 12px"}) if (ui := mlflow_links.compare_url(comp.runs)) else None,
-        html.Div([
-            html.Span("Smoothing (EMA)", className="muted"),
-            html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
-                                marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
-                                tooltip={"placement": "bottom"}), style={"width": "320px"}),
-        ], className="row"),
-        html.Div([html.Div([html.Div(widgets.graph(V.curve_figure(comp, key, smoothing, colors), f"compare-curve-{key}")),
-                            widgets.message(note, "warn") if (note := V.curve_note(comp, key)) else None],
-                           className="card") for key in V.CURVES], className="grid-2"),
-        html.H3("Final and best metrics"),
-        html.Div(_metrics_table(comp, colors), className="card table-scroll"),
+        html.Div(dcc.Link("How similar are their representations? (CKA) →", id="compare-similarity-link",
+                          href="/similarity?runs=" + ",".join(r.info.run_id for r in comp.runs) + "&layer=1"),
+                 style={"margin": "0 0 12px"}),
+        _controls(smoothing, R.has_replicates(groups), grouped, band),
+        html.Div([html.Div([html.Div(widgets.graph(
+            G.grouped_curve_figure(comp, groups, key, band) if grouped else V.curve_figure(comp, key, smoothing, colors),
+            f"compare-curve-{key}")), widgets.message(note, "warn") if (note := V.curve_note(comp, key)) else None],
+            className="card") for key in V.CURVES], className="grid-2"),
+        html.H3("Final metrics per config (mean ± sd over seeds)" if grouped else "Final and best metrics"),
+        html.Div(_grouped_table(comp, groups) if grouped else _metrics_table(comp, colors), className="card table-scroll"),
+        review_section(comp, groups, epoch),
         html.Div([html.H3("Params", className="grow"),
                   dcc.Checklist(id="compare-all-params", options=[{"label": " show all params", "value": "all"}],
                                 value=["all"] if show_all else [])], className="row"),
         html.Div(_params_table(comp.runs, show_all, colors), className="card table-scroll"),
     ])
+
+
+def _controls(smoothing, has_replicates, grouped, band):
+    smooth = html.Div([
+        html.Span("Smoothing (EMA)", className="muted"),
+        html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
+                            marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
+                            tooltip={"placement": "bottom"}), style={"width": "320px"}),
+    ], className="row", style={"display": "none"} if grouped else {})  # a mean over seeds needs no smoothing
+    grouping = html.Div([
+        dcc.RadioItems(id="compare-group", options=[{"label": " one curve per config", "value": "on"},
+                                                    {"label": " single runs", "value": "off"}],
+                       value="on" if grouped else "off", inline=True, inputStyle={"marginLeft": "12px"}),
+        html.Span("band:", className="muted", style={"marginLeft": "16px"}),
+        dcc.RadioItems(id="compare-band", options=[{"label": f" {G.BAND_LABELS[b]}", "value": b} for b in R.BANDS],
+                       value=band, inline=True, inputStyle={"marginLeft": "12px"}),
+    ], className="row small", style={} if has_replicates else {"display": "none"})
+    return html.Div([grouping, smooth])
+
+
+def _group_legend(groups, runs):
+    colors, names = G.group_colors(groups), {r.info.run_id: V.run_label(r) for r in runs}
+    return [html.Span([html.Span(className="swatch", style={"background": colors[g.label]}),
+                       dcc.Link(g.label, href="/compare?runs=" + ",".join(g.run_ids), title=", ".join(
+                           names[rid] for rid in g.run_ids)),
+                       html.Span(f" n={len(g.run_ids)}", className="muted small")]) for g in groups]
+
+
+def _grouped_table(comp, groups):
+    df, keys, colors = G.grouped_table(comp, groups), list(V.CURVES), G.group_colors(groups)
+    head = html.Tr([html.Th("config"), html.Th("n", className="num")]
+                   + [html.Th(f"final {k}", className="num") for k in keys])
+    body = [html.Tr([html.Td([html.Span(className="swatch", style={"background": colors[row["config"]]}),
+                              row["config"]]), html.Td(str(row["n"]), className="num")]
+                    + [html.Td(G.mean_sd_text(k, row[f"mean {k}"], row[f"sd {k}"]), className="num") for k in keys])
+            for row in df.to_dict("records")]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="data-table", id="compare-grouped-table")
 
 
 def _legend(runs, colors):
@@ -119,17 +163,24 @@ def _params_table(runs, show_all, colors):
 
 
 @callback(Output("_pages_location", "search", allow_duplicate=True),
-          Input("compare-smooth", "value"), Input("compare-all-params", "value"), State("_pages_location", "search"),
+          Input("compare-smooth", "value"), Input("compare-all-params", "value"), Input("compare-group", "value"),
+          Input("compare-band", "value"), Input("compare-epoch", "value"), State("_pages_location", "search"),
           prevent_initial_call=True)
-def put_view_in_url(smoothing, all_params, search):
+def put_view_in_url(smoothing, all_params, grouping, band, epoch, search):
     """Controls rewrite the URL; the page re-renders from it (so shared links and back/forward agree)."""
     query = {k: v[-1] for k, v in parse_qs((search or "").lstrip("?")).items()}
-    query.pop("smooth", None)
-    query.pop("params", None)
+    for key in ("smooth", "params", "group", "band", "epoch"):
+        query.pop(key, None)
     if smoothing:
         query["smooth"] = f"{float(smoothing):g}"
     if all_params:
         query["params"] = "all"
+    if grouping == "off":
+        query["group"] = "off"
+    if band == "ci":
+        query["band"] = "ci"
+    if epoch is not None:
+        query["epoch"] = str(epoch)
     new = "?" + urlencode(query, safe=",")
     return no_update if new == search else new
 

@@ -8,19 +8,26 @@ the unit's index, name, verdict and selectivity index, and links to the unit vie
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
+from dashboard import deep_neurons as D
 from dashboard import neuron_stats as S
 from dashboard import store
 from dashboard.analytics import neurons as N
+from dashboard.analytics.emergence import emergence_order
 from dashboard.neuron_target import Target, hidden_layers, layer_href, resolve, unit_href
 from dashboard.store import StoreError
 from dashboard.views import widgets
+from dashboard.views.neuron_figures import verdict_counts_figure
 from dashboard.views.neuron_images import sort_units, tile_uris, verdict_color
+from dashboard.views.similarity_view import similarity_href
+from dashboard.views.unit_panels import feature_vis_tiles
 
 # Registered with an order so Dash matches this template before the run page's greedy "/runs/<run_id>".
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons", order=2,
                    title=lambda run_id=None, **_: f"Neurons {str(run_id)[:8]} · MNIST Lab")
 
-SORTS = {"index": "unit index", "si": "selectivity (highest first)", "dead": "dead units first"}
+SORTS = {"index": "unit index", "si": "selectivity (highest first)", "dead": "dead units first",
+         "emergence": "emergence epoch (earliest first)"}
+SHOWS = {"weights": "weights or top images", "fv": "what each unit wants (feature visualisation)"}
 TILE_PX = 96
 TILE_IMG_STYLE = {"width": TILE_PX, "height": TILE_PX, "imageRendering": "pixelated",
                   "border": "1px solid var(--border)", "display": "block", "margin": "0 auto 4px"}
@@ -28,13 +35,14 @@ TILE_STYLE = {"display": "block", "padding": "8px", "border": "1px solid var(--b
               "background": "var(--surface)", "color": "var(--text)", "textDecoration": "none", "textAlign": "center"}
 
 
-def tiles(t: Target, sort: str = "index") -> tuple[list, str]:
+def tiles(t: Target, sort: str = "index", show: str = "weights") -> tuple[list, str]:
     """The layer's tiles in the chosen order, and the legend line."""
     stats = S.layer_stats(t)
     labels = S.neuron_labels(t.run_id, t.layer)
-    uris, legend = tile_uris(t, stats, S.weights(t))
+    uris, legend = feature_vis_tiles(t) if show == "fv" else tile_uris(t, stats, S.weights(t))
+    emerged = D.emergence(t).emergence if sort == "emergence" else None
     out = []
-    for u in sort_units(stats, sort):
+    for u in sort_units(stats, sort) if emerged is None else emergence_order(emerged):
         verdict = stats.verdicts[u]
         out.append(dcc.Link([
             html.Img(src=uris[u], alt=f"unit {u}", className="neurons-tile-img", style=TILE_IMG_STYLE),
@@ -43,16 +51,33 @@ def tiles(t: Target, sort: str = "index") -> tuple[list, str]:
             html.Div(verdict, className="neurons-tile-verdict small",
                      style={"color": verdict_color(verdict), "fontWeight": 600}),
             html.Div(f"SI {stats.si[u]:.2f}", className="neurons-tile-si small muted"),
+            html.Div("never class-selective" if emerged[u] is None else f"first class-selective at epoch {emerged[u]}",
+                     className="neurons-tile-emerged small muted") if emerged is not None else None,
         ], href=unit_href(t.run_id, t.layer, u, t.epoch), className="neurons-tile", title=f"unit {u}: {verdict}",
             style=TILE_STYLE))
     return out, legend
 
 
-def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
+def _controls(t: Target, sort: str, show: str) -> html.Div:
+    return html.Div([
+        html.Div([html.Label("Epoch", className="small muted"),
+                  widgets.epoch_slider("neurons-epoch", t.epochs, t.epoch, allow_direct_input=False)],
+                 className="grow"),
+        html.Div([html.Label("Sort by", className="small muted"),
+                  dcc.Dropdown(id="neurons-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
+                               value=sort, clearable=False, style={"width": 240})]),
+        html.Div([html.Label("Tiles show", className="small muted"),
+                  dcc.Dropdown(id="neurons-show", options=[{"label": v, "value": k} for k, v in SHOWS.items()],
+                               value=show, clearable=False, style={"width": 300})]),
+    ], className="row card")
+
+
+def layout(run_id=None, layer=None, epoch=None, sort=None, show=None, **_query):
     try:
         t = resolve(run_id, layer, epoch)
         sort = sort if isinstance(sort, str) and sort in SORTS else "index"
-        tile_list, legend = tiles(t, sort)
+        show = show if isinstance(show, str) and show in SHOWS else "weights"
+        tile_list, legend = tiles(t, sort, show)
         hidden = hidden_layers(store.get_run(t.run_id))
     except StoreError as e:
         return widgets.error_page("Neurons", str(e))
@@ -62,15 +87,12 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
     return html.Div([
         dcc.Store(id="neurons-target", data={"run_id": t.run_id, "layer": t.layer}),
         html.H2(f"Neurons · {t.run_name}"),
-        html.Div([dcc.Link("← run page", href=f"/runs/{t.run_id}"), *layer_links], className="row"),
-        html.Div([
-            html.Div([html.Label("Epoch", className="small muted"),
-                      widgets.epoch_slider("neurons-epoch", t.epochs, t.epoch, allow_direct_input=False)],
-                     className="grow"),
-            html.Div([html.Label("Sort by", className="small muted"),
-                      dcc.Dropdown(id="neurons-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
-                                   value=sort, clearable=False, style={"width": 240})]),
-        ], className="row card"),
+        html.Div([dcc.Link("← run page", href=f"/runs/{t.run_id}"), *layer_links,
+                  dcc.Link("layer map", href=f"/runs/{t.run_id}/neurons/map?layer={t.layer}&epoch={t.epoch}",
+                           id="neurons-map-link"),
+                  dcc.Link("similarity across epochs", href=similarity_href([t.run_id], t.layer),
+                           id="neurons-similarity-link")], className="row"),
+        _controls(t, sort, show),
         html.P(legend, id="neurons-legend", className="small muted"),
         html.Div(tile_list, id="neurons-tiles",
                  style={"display": "grid", "gap": "10px",
@@ -79,17 +101,35 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, **_query):
                f"{N.TOPK_MAJORITY:.0%} of the top {N.DEFAULT_K} images are digit d; dead when the activation "
                f"varies by less than {N.DEAD_RANGE:g} over the 10,000 test images; otherwise feature-selective.",
                className="small muted", style={"marginTop": 12}),
+        widgets.card("Over training", dcc.Loading(html.Div(id="neurons-counts"))),
     ])
 
 
 @callback(Output("neurons-tiles", "children"), Output("neurons-legend", "children"),
-          Input("neurons-epoch", "value"), Input("neurons-sort", "value"), State("neurons-target", "data"),
-          prevent_initial_call=True)
-def update_tiles(epoch, sort, target):
+          Input("neurons-epoch", "value"), Input("neurons-sort", "value"), Input("neurons-show", "value"),
+          State("neurons-target", "data"), prevent_initial_call=True)
+def update_tiles(epoch, sort, show, target):
     try:
-        return tiles(resolve(target["run_id"], target["layer"], epoch), sort)
+        return tiles(resolve(target["run_id"], target["layer"], epoch), sort, show)
     except StoreError as e:
         return widgets.message(str(e), "error"), ""
+
+
+@callback(Output("neurons-counts", "children"), Input("neurons-target", "data"))
+def draw_counts(target):
+    """After the tiles: every snapshot's statistics, computed once per run and layer."""
+    try:
+        t = resolve(target["run_id"], target["layer"])
+        e = D.emergence(t)
+    except StoreError as err:
+        return widgets.message(str(err), "error")
+    return widgets.graph(verdict_counts_figure(e.epochs, e.counts), "neurons-counts-graph")
+
+
+clientside_callback("function (show) { const u = new URL(window.location.href); "
+                    "if (show === 'fv') u.searchParams.set('show', 'fv'); else u.searchParams.delete('show'); "
+                    "window.history.replaceState(window.history.state, '', u.href); }",
+                    Input("neurons-show", "value"), prevent_initial_call=True)
 
 
 # The epoch and the sort order go into the address as they change (see clientside.js for why replaceState).

@@ -243,17 +243,18 @@ def show_epoch(epoch, run_id):
         if C.CONF_EDGES in d.snapshot else widgets.message("This snapshot has no confidence histograms.")
     if d.predictions is None:
         return (activations, confidence) + (widgets.message("This snapshot has no test predictions."),) * 3
-    return (activations, confidence, *_prediction_views(d.predictions, d.epoch))
+    return (activations, confidence, *_prediction_views(d.predictions, d.epoch, run_id))
 
 
 def _snapshot_note(snapshot: dict, keys: list[str]) -> str:
     return gaps.note({k: gaps.count(snapshot[k]) for k in keys if k in snapshot})
 
 
-def _prediction_views(p: run_data.Predictions, epoch: int) -> tuple:
+def _prediction_views(p: run_data.Predictions, epoch: int, run_id: str) -> tuple:
     confusion = widgets.graph(V.confusion_figure(V.confusion_matrix(p.pred, p.labels), epoch), "run-confusion-graph")
     wrong = V.misclassified(p.pred, p.confidence, p.labels, N_MISCLASSIFIED)
-    gallery = widgets.graph(V.image_grid_figure(p.images[wrong], p.labels[wrong], p.pred[wrong], p.confidence[wrong]),
+    gallery = widgets.graph(V.image_grid_figure(p.images[wrong], p.labels[wrong], p.pred[wrong], p.confidence[wrong],
+                                                hrefs=[f"/runs/{run_id}/images/{i}?epoch={epoch}" for i in wrong]),
                             "run-gallery-graph", responsive=False) if len(wrong) \
         else widgets.message("No misclassified test images.")
     s = p.samples

@@ -12,6 +12,8 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import store
 from dashboard.views import runs_view as V
+from dashboard.views import sweep_importance as I
+from dashboard.views import sweep_select as S
 from dashboard.views import widgets
 from training import contract as C
 
@@ -21,6 +23,13 @@ LIVE_MS = 3000
 FILTER_EXAMPLE = "params.lr = '3.0' and metrics.test_acc > 0.9"
 HEADERS = {C.PARAM_ACTIVATION: "act.", C.PARAM_OPTIMIZER: "optim.", C.PARAM_BATCH_SIZE: "batch"}  # the rest: the name
 NARROW = (C.PARAM_LR, C.PARAM_SEED, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS)  # columns of short numbers
+
+
+def _summary_columns(frame) -> list[dict]:
+    """A column per unit summary the runs carry (training.layer_summaries), e.g. 'fc1 class-selective units'."""
+    return [{"field": V.summary_field(c), "headerName": V.metric_info(c)[0], "width": 130, "type": "numericColumn",
+             "headerTooltip": c[len("metrics."):], "valueFormatter": {"function": "params.value == null ? '' : String(+params.value.toFixed(3))"}}
+            for c in V.summary_columns(frame)]
 
 
 def _columns() -> list[dict]:
@@ -62,7 +71,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         ], className="row"),
         widgets.message(message, "error", id="runs-message"),
         html.Div(id="runs-summary", className="muted small", children=_summary(frame)),
-        dag.AgGrid(id="runs-grid", columnDefs=_columns(), rowData=V.table_rows(frame),
+        dag.AgGrid(id="runs-grid", columnDefs=_columns() + _summary_columns(frame), rowData=V.table_rows(frame),
                    getRowId="params.data.run_id",
                    defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
                    dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": True,
@@ -72,12 +81,14 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                    style=_grid_style(len(frame)), className="card"),
         html.H3("Grid review"),
         html.Div([widgets.graph(V.parallel_figure(frame, params), "runs-parallel"),
-                  html.Div(_notes(frame, params), id="runs-parallel-note")], className="card"),
+                  html.Div(_notes(frame, params), id="runs-parallel-note"),
+                  dcc.Store(id="runs-parallel-brush", data={}),
+                  html.Div(id="runs-parallel-selection", className="small")], className="card"),
         html.Div([
             html.Div([
                 html.Span("Heatmap:", className="muted"),
                 dcc.Dropdown(id="runs-heat-metric", clearable=False, style={"width": "210px"},
-                             options=[{"label": label, "value": k} for k, (label, _) in V.METRICS.items()],
+                             options=V.metric_options(frame),
                              value="final_test_acc"),
                 html.Span("by y", className="muted"),
                 dcc.Dropdown(id="runs-heat-y", options=params, value=y, clearable=False, style={"width": "150px"}),
@@ -87,6 +98,8 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
             widgets.graph(V.heatmap_figure(frame, x, y), "runs-heatmap"),
             html.Div(_notes(frame, [x, y]), id="runs-heatmap-note"),
         ], className="card"),
+        html.Div([html.H4("Which hyperparameters matter? (for the heatmap's metric)", style={"marginTop": 0}),
+                  html.Div(I.section(frame, "final_test_acc"), id="runs-importance")], className="card"),
         dcc.Interval(id="runs-live", interval=LIVE_MS, disabled=not V.any_running(frame)),
     ])
 
@@ -162,3 +175,43 @@ def live(_n, experiment_id, filter_string, x, y, metric):
     return (V.table_rows(frame), V.parallel_figure(frame, params), V.heatmap_figure(frame, x, y, metric),
             _summary(frame), not V.any_running(frame), _grid_style(len(frame)), _notes(frame, params),
             _notes(frame, [x, y], metric))
+
+
+@callback(Output("_pages_location", "href", allow_duplicate=True), Input("runs-heatmap", "clickData"),
+          prevent_initial_call=True)
+def open_cell(click):
+    """A heatmap cell opens its run, or the compare page of its runs."""
+    return S.cell_href(click) or no_update
+
+
+@callback(Output("runs-parallel-brush", "data"), Output("runs-parallel-selection", "children"),
+          Input("runs-parallel", "restyleData"), State("runs-parallel-brush", "data"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
+def brushed(restyle, kept, experiment_id, filter_string):
+    """Brushes on the parallel coordinates list the runs they keep, each a link (parcoords has no clicks)."""
+    constraints = S.merge_constraints(kept, restyle)
+    frame, _ = _load(experiment_id, filter_string or "")
+    ids = S.selected_runs(frame, V.varying_params(frame), constraints)
+    return constraints, _selection(frame, ids)
+
+
+def _selection(frame, ids):
+    if ids is None:
+        return []
+    if not ids:
+        return widgets.message("No run passes every brushed axis.", "info")
+    names = dict(zip(frame["run_id"], frame["name"].fillna(""))) if not frame.empty else {}
+    links = [dcc.Link(f"{names.get(rid) or ''} {rid[:8]}".strip(), href=f"/runs/{rid}", className="run-link sweep-pick")
+             for rid in ids[:S.MAX_LISTED]]
+    more = f" and {len(ids) - S.MAX_LISTED} more" if len(ids) > S.MAX_LISTED else ""
+    compare = dcc.Link(f"compare these {len(ids)}", href=S.href_for(ids), id="runs-parallel-compare") \
+        if len(ids) > 1 else None
+    return html.Div([html.Span(f"Brushed: {len(ids)} run{'s' if len(ids) != 1 else ''}: ", className="muted"),
+                     *[html.Span([link, " · "]) for link in links], more, compare], className="row")
+
+
+@callback(Output("runs-importance", "children"), Input("runs-heat-metric", "value"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
+def importance(metric, experiment_id, filter_string):
+    frame, _ = _load(experiment_id, filter_string or "")
+    return I.section(frame, metric)

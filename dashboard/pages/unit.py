@@ -16,6 +16,7 @@ from dashboard.neuron_target import Target, layer_href, resolve, unit_href
 from dashboard.store import StoreError
 from dashboard.views import unit_panels as P
 from dashboard.views import widgets
+from dashboard.analytics.feature_vis import HOW as FV_HOW
 from training import contract as C
 
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons/<layer>/<unit>", order=1,
@@ -79,13 +80,19 @@ def _panels(p: dict) -> list:
         html.Div(p["summary"], id="unit-summary", className="card"),
         html.Div([
             widgets.card("What it looks for", widgets.graph(p["weights"], "unit-weights")),
+            widgets.card("What it wants",
+                         html.Img(id="unit-fv", src=p["fv"], alt="the input that maximises the unit",
+                                  style={"width": TOP_MEAN_PX, "height": TOP_MEAN_PX, "imageRendering": "pixelated",
+                                         "border": "1px solid var(--border)"}),
+                         html.P(p["fv_value"], id="unit-fv-value", className="small"),
+                         html.P(FV_HOW, className="small muted")),
             widgets.card(f"Mean of its top {k} images",
                          html.Img(id="unit-top-mean", src=p["top_mean"], alt="mean of the top images",
                                   style={"width": TOP_MEAN_PX, "height": TOP_MEAN_PX, "imageRendering": "pixelated",
                                          "border": "1px solid var(--border)"}),
                          html.P("What the images that excite it most have in common (dark = ink).",
                                 className="small muted")),
-        ], className="grid-2"),
+        ], style={"display": "grid", "gap": 12, "gridTemplateColumns": "repeat(auto-fit, minmax(300px, 1fr))"}),
         widgets.card(f"Top {k} activating test images (digit · activation)",
                      html.Div(p["top"], id="unit-top", className="row"),
                      dcc.Checklist(id="unit-show-bottom", options=[{"label": f" show the bottom {k} too",
@@ -106,6 +113,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         p = P.panels(t, u)
         label = S.neuron_labels(t.run_id, t.layer).get(u, {})
         compared = compare_card(t, u, compare)
+        emergence = P.emergence_panel(t, u)
     except StoreError as e:
         return widgets.error_page("Unit", str(e))
     return html.Div([
@@ -123,6 +131,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
                      className="grow"),
         ], className="row card"),
         *_panels(p),
+        widgets.card("When it appeared", emergence),
         html.Div([label_card(t, u, label), compared], className="grid-2"),
         html.Div([html.Button("Download report (HTML)", id="unit-report-button", n_clicks=0),
                   dcc.Download(id="unit-report")], className="row"),
@@ -132,15 +141,16 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
 @callback(Output("unit-weights", "figure"), Output("unit-top-mean", "src"), Output("unit-top", "children"),
           Output("unit-bottom", "children"), Output("unit-hist", "figure"), Output("unit-per-class", "figure"),
           Output("unit-means", "figure"), Output("unit-summary", "children"), Output("unit-layer-link", "href"),
+          Output("unit-fv", "src"), Output("unit-fv-value", "children"),
           Input("unit-epoch", "value"), State("unit-target", "data"), prevent_initial_call=True)
 def follow_epoch(epoch, target):
     try:
         t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
         p = P.panels(t, target["unit"])
     except StoreError as e:  # e.g. this epoch's snapshot is refused: the summary line says why
-        return (no_update,) * 7 + (widgets.message(str(e), "error"), no_update)
+        return (no_update,) * 7 + (widgets.message(str(e), "error"),) + (no_update,) * 3
     return (p["weights"], p["top_mean"], p["top"], p["bottom"], p["hist"], p["per_class"], p["means"], p["summary"],
-            layer_href(t.run_id, t.layer, t.epoch))
+            layer_href(t.run_id, t.layer, t.epoch), p["fv"], p["fv_value"])
 
 
 @callback(Output("unit-bottom", "style"), Input("unit-show-bottom", "value"), prevent_initial_call=True)

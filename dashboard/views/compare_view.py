@@ -14,7 +14,7 @@ from dashboard.views import gaps
 from dashboard.views.theme import TEMPLATE, empty_figure, run_colors
 from training import contract as C
 
-MAX_RUNS = 20
+MAX_RUNS = 50  # a 3 x 3 x 5-seed grid fits; the curves stay readable grouped by config
 EPOCHS_TRAINED = "epochs trained"  # the metrics table's last column: the last step any curve reached
 CURVES = {  # metric key -> (chart title, y-axis title, is an accuracy)
     C.TRAIN_LOSS: ("Train loss", "loss (mean per example)", False),

@@ -6,9 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dashboard.analytics import neurons as N
+from dashboard.analytics.emergence import CLASS, DEAD, FEATURE, verdict_kind
 from dashboard.neuron_target import Target
 from dashboard.views import widgets
-from dashboard.views.neuron_images import NEGATIVE, NEUTRAL, POSITIVE, heatmap_scale, unit_heatmap
+from dashboard.views.neuron_images import (NEGATIVE, NEUTRAL, POSITIVE, VERDICT_COLORS, heatmap_scale,
+                                           unit_heatmap)
 from dashboard.views.theme import DIVERGING
 
 HIST_BINS = 40
@@ -84,4 +86,34 @@ def class_means_figure(stats: N.LayerStats, unit: int) -> go.Figure:
     fig.add_hline(y=rest, line_dash="dot", line_color=NEGATIVE, annotation_text="mean of the other digits",
                   annotation_position="top left")
     fig.update_xaxes(tickmode="linear", dtick=1)
+    return fig
+
+
+def emergence_figure(epochs, si: np.ndarray, verdicts: list[str], emerged: int | None) -> go.Figure:
+    """One unit's SI at every snapshot epoch, each point coloured by that epoch's verdict, its emergence marked."""
+    fig = _frame("SI and verdict at every snapshot", "epoch", "selectivity index (SI)", height=HEIGHT)
+    kinds = [verdict_kind(v) for v in verdicts]
+    fig.add_trace(go.Scatter(x=list(epochs), y=si, mode="lines+markers", line=dict(color=NEUTRAL),
+                             marker=dict(size=10, color=[VERDICT_COLORS[k] for k in kinds]),
+                             text=verdicts, hovertemplate="epoch %{x}: SI %{y:.2f}, %{text}<extra></extra>"))
+    fig.add_hline(y=N.SI_THRESHOLD, line_dash="dot", line_color=NEGATIVE, annotation_text="SI threshold",
+                  annotation_position="top left")
+    if emerged is not None:
+        fig.add_vline(x=emerged, line_dash="dash", line_color=VERDICT_COLORS["class"],
+                      annotation_text=f"class-selective from epoch {emerged}", annotation_position="bottom right")
+    fig.update_yaxes(range=[-0.02, 1.02])
+    fig.update_xaxes(tickmode="array", tickvals=list(epochs)[::max(1, len(epochs) // 12)])
+    return fig
+
+
+def verdict_counts_figure(epochs, counts: dict) -> go.Figure:
+    """How many of the layer's units are class-selective, feature-selective or dead at every snapshot."""
+    fig = widgets.figure(HEIGHT, "Units by verdict over training", "epoch", "units",
+                         legend=dict(orientation="h", y=-0.25))
+    for kind, label in ((CLASS, "class-selective"), (FEATURE, "feature-selective"), (DEAD, "dead")):
+        fig.add_trace(go.Scatter(x=list(epochs), y=counts[kind], mode="lines+markers", name=label,
+                                 line=dict(color=VERDICT_COLORS[kind]),
+                                 hovertemplate=f"epoch %{{x}}: %{{y}} {label}<extra></extra>"))
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(tickmode="array", tickvals=list(epochs)[::max(1, len(epochs) // 12)])
     return fig

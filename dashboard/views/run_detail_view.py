@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from dashboard.views import theme, widgets
 from dashboard.views.gaps import gaps
+from dashboard.views.logged_architecture import logged_row
 from training import contract as C
 
 TRAIN_COLOR, TEST_COLOR = theme.PALETTE[0], theme.PALETTE[1]
@@ -262,7 +263,7 @@ def misclassified(pred: np.ndarray, confidence: np.ndarray, labels: np.ndarray, 
 
 
 def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, cols: int = 8,
-                      tile_px: int = 100) -> go.Figure:
+                      tile_px: int = 100, hrefs=None) -> go.Figure:
     """Digits in a grid, each titled with its true label and, if given, the prediction in green (right) or red (wrong).
 
     The figure has a fixed pixel size (tiles of `tile_px`), so show it with responsive=False.
@@ -283,6 +284,8 @@ def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, 
         y0, x0 = r * cell_h + head, c * cell_w
         canvas[y0:y0 + 28, x0:x0 + 28] = images[i]
         text = f"true <b>{int(labels[i])}</b>"
+        if hrefs is not None:  # each tile's label opens its image page
+            text = f"<a href='{hrefs[i]}' target='_self'>{text}</a>"
         if preds is not None:
             ok = int(preds[i]) == int(labels[i])
             conf = f" · {confidences[i]:.0%}" if confidences is not None and np.isfinite(confidences[i]) else ""
@@ -308,6 +311,9 @@ def architecture_rows(layers, activation: str | None, loss: str | None) -> list[
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
         params = int(np.prod(layer.weight_shape)) + layer.units
+        if getattr(layer, "out_shape", ()):  # a model logged from the user's own loop describes itself
+            rows.append(logged_row(layer, last))
+            continue
         act = ("softmax" if loss == "cross_entropy" else "sigmoid") if last else (activation or "")
         if layer.kind == "conv":
             k = layer.weight_shape[-1]

@@ -23,6 +23,8 @@ PREFERRED_AXES = (C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS, C.PARAM_ACTIVA
 # Params where numbers are expected: the config's numeric fields.  Any other value there ('abc', 'inf')
 # is shown as text in the table and keeps its run off the figures' axes; "default" (PyTorch's init) is a value.
 NUMERIC_PARAMS = tuple(f.name for f in fields(RunConfig) if f.type in (int, float, float | None))
+SUMMARY_LABELS = {"class_selective": "class-selective units", "feature_selective": "feature-selective units",
+                  "dead": "dead units", "mean_si": "mean selectivity index"}
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
     "best_test_acc": ("best test accuracy", True),
@@ -69,7 +71,7 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
         return []
     now = now if now is not None else pd.Timestamp.now("UTC").tz_localize(None)
     ids = set(frame["run_id"])
-    rows = []
+    rows, summaries = [], summary_columns(frame)
     for r in frame.to_dict("records"):
         parent = r.get("parent_run_id") if r.get("parent_run_id") in ids else None
         duration = r.get("duration_s")
@@ -85,6 +87,7 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
                   if (v := r.get(f"params.{p}")) is not None and not _nan(v)}
         row.update({p: params.get(p) for p in KEY_PARAMS})
         row[C.PARAM_ARCH_LABEL] = store.arch_label(params)
+        row.update({summary_field(c): _num(r.get(c)) for c in summaries})
         rows.append(row)
     by_id = {row["run_id"]: row for row in rows}
     for row in rows:
@@ -134,8 +137,9 @@ def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final
     runs, _ = usable_runs(frame, params, metric)
     if runs.empty:
         return empty_figure("No run in this view can be drawn: see the note below.", height=340)
-    dims = [_dimension(runs[f"params.{p}"], p) for p in params]
-    label, _ = METRICS[metric]
+    dims = [dimension(runs[f"params.{p}"], p) for p in params]
+    dims += [dict(label=lab, values=runs[col].astype(float)) for col, lab in summary_axes(runs)]
+    label = metric_info(metric)[0]
     values = runs[metric].astype(float)
     dims.append(dict(label=label, values=values, tickformat=".1%"))
     fig = go.Figure(go.Parcoords(
@@ -160,24 +164,76 @@ def heatmap_figure(frame: pd.DataFrame, x: str | None, y: str | None, metric: st
     if runs.empty:
         return empty_figure("No run in this view can be drawn: see the note below.", height=340)
     cells = (runs.assign(_x=runs[f"params.{x}"].fillna("—"), _y=runs[f"params.{y}"].fillna("—"))
-             .groupby(["_y", "_x"])[metric].agg(["mean", "count"]).reset_index())
+             .groupby(["_y", "_x"])[metric].agg(["mean", "std", "count"]).reset_index())
     xs, ys = _ordered(cells["_x"]), _ordered(cells["_y"])
-    z = cells.pivot(index="_y", columns="_x", values="mean").reindex(index=ys, columns=xs)
-    n = cells.pivot(index="_y", columns="_x", values="count").reindex(index=ys, columns=xs)
-    label, higher = METRICS[metric]
+    z, sd, n = (cells.pivot(index="_y", columns="_x", values=v).reindex(index=ys, columns=xs)
+                for v in ("mean", "std", "count"))
+    label, higher, _ = metric_info(metric)
     is_acc = metric.endswith("acc")
-    fmt = (lambda v: f"{v:.2%}") if is_acc else (lambda v: f"{v:.4f}")
-    text = [[("" if pd.isna(v) else fmt(v) + (f"<br>n={int(c)}" if c > 1 else "")) for v, c in zip(zr, nr)]
-            for zr, nr in zip(z.values, n.values)]
+    text = [[cell_text(v, s, c, is_acc) for v, s, c in zip(zr, sr, nr)] for zr, sr, nr in zip(z.values, sd.values, n.values)]
     fig = go.Figure(go.Heatmap(
         x=[str(v) for v in xs], y=[str(v) for v in ys], z=z.values, text=text, texttemplate="%{text}",
+        customdata=cell_runs(runs, x, y, xs, ys),
         colorscale=SEQUENTIAL, reversescale=not higher,
         colorbar=dict(title=dict(text=label), tickformat=".0%" if is_acc else ".3f"),
-        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{label}=%{{z:{'.2%' if is_acc else '.4f'}}}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=340, title=f"{label}: {y} × {x} (mean over runs in a cell)")
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{label}=%{{z:{'.2%' if is_acc else '.4f'}}} (mean)"
+                      "<br>click to open its runs<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=340,
+                      title=f"{label}: {y} × {x} (mean ± sd over the runs in a cell, n; click a cell to open them)")
     fig.update_xaxes(title=x, type="category")
     fig.update_yaxes(title=y, type="category")
     return fig
+
+
+def metric_info(metric: str) -> tuple[str, bool, str]:
+    """(label, higher is better, the logged metric key) of a figure metric: a METRICS column, or a unit
+    summary's metrics.* column (C.unit_summary_key), e.g. 'fc1 class-selective units'."""
+    if metric in METRICS:
+        return (*METRICS[metric], metric.split("_", 1)[1])
+    key = metric[len("metrics."):]
+    layer, field = C.unit_summary_parts(key) or ("?", "?")
+    return f"{layer} {SUMMARY_LABELS.get(field, field)}", field != "dead", key
+
+
+def summary_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's unit-summary metric columns (metrics.units.<layer>.<field>), in layer then field order."""
+    cols = [c for c in frame.columns if c.startswith("metrics.") and C.unit_summary_parts(c[len("metrics."):])]
+    order = {f: i for i, f in enumerate(C.UNIT_SUMMARY_FIELDS)}
+    return sorted(cols, key=lambda c: (C.unit_summary_parts(c[8:])[0], order[C.unit_summary_parts(c[8:])[1]]))
+
+
+def summary_field(column: str) -> str:
+    """A summary column's field in the table's rows: AG Grid reads dots in a field as nesting."""
+    return column[len("metrics."):].replace(".", "__")
+
+
+def summary_axes(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """Parallel-coordinates axes from the unit summaries: class-selective units per layer, when every
+    drawn run has them (older runs get them from training.backfill_summaries)."""
+    cols = [c for c in summary_columns(runs) if C.unit_summary_parts(c[8:])[1] == "class_selective"]
+    return [(c, metric_info(c)[0]) for c in cols if np.isfinite(runs[c].astype(float)).all()]
+
+
+def metric_options(frame: pd.DataFrame) -> list[dict]:
+    """The heatmap's metric choices: the METRICS columns, then every unit summary the runs carry."""
+    return [{"label": metric_info(m)[0], "value": m} for m in (*METRICS, *summary_columns(frame))]
+
+
+def cell_text(mean, sd, n, is_acc: bool) -> str:
+    """A heatmap cell: the mean, and with replicates '± sd' (accuracy in points) and n."""
+    if pd.isna(mean):
+        return ""
+    text = f"{mean:.2%}" if is_acc else f"{mean:.4g}"
+    if n > 1:
+        text += (f" ± {sd * 100:.2f}" if is_acc else f" ± {sd:.4g}") + f"<br>n={int(n)}"
+    return text
+
+
+def cell_runs(runs: pd.DataFrame, x: str, y: str, xs: list, ys: list) -> list[list[str]]:
+    """Per heatmap cell, the comma-joined ids of its runs (what a click on the cell opens)."""
+    ids = runs.assign(_x=runs[f"params.{x}"].fillna("—"), _y=runs[f"params.{y}"].fillna("—")) \
+        .groupby(["_y", "_x"])["run_id"].agg(",".join)
+    return [[ids.get((yv, xv), "") for xv in xs] for yv in ys]
 
 
 def default_axes(params: list[str]) -> tuple[str | None, str | None]:
@@ -193,7 +249,7 @@ def _scored(frame: pd.DataFrame, metric: str = "final_test_acc") -> pd.DataFrame
     if frame.empty or metric not in frame.columns:
         return frame.iloc[0:0]
     if "logged_metrics" in frame.columns:
-        key = metric.split("_", 1)[1]
+        key = metric_info(metric)[2]
         return frame[frame["logged_metrics"].map(lambda keys: isinstance(keys, tuple) and key in keys)]
     return frame[frame[metric].notna()]
 
@@ -213,7 +269,7 @@ def usable_runs(frame: pd.DataFrame, params: list[str], metric: str = "final_tes
     runs, notes = _scored(frame, metric), []
     bad = ~np.isfinite(runs[metric].astype(float)) if not runs.empty else pd.Series(dtype=bool)
     if bad.any():
-        notes.append(f"{_runs(bad.sum())} left out: {METRICS[metric][0]} is not finite (NaN or ±inf).")
+        notes.append(f"{_runs(bad.sum())} left out: {metric_info(metric)[0]} is not finite (NaN or ±inf).")
         runs = runs[~bad]
     for p in params:
         col = f"params.{p}"
@@ -231,7 +287,7 @@ def _runs(n) -> str:
     return f"{int(n)} run" + ("s" if n != 1 else "")
 
 
-def _dimension(values: pd.Series, name: str) -> dict:
+def dimension(values: pd.Series, name: str) -> dict:
     """A parcoords axis: numeric params on a (log if they span decades) scale, others as labelled categories."""
     nums = pd.to_numeric(values, errors="coerce")
     if nums.notna().all() and np.isfinite(nums).all():
@@ -256,7 +312,7 @@ def _ordered(values) -> list:
 
 
 def _num(v):
-    return None if v is None or not math.isfinite(float(v)) else float(v)
+    return None if v is None or _nan(v) or not math.isfinite(float(v)) else float(v)
 
 
 def _nan(v) -> bool:

@@ -3,27 +3,38 @@
 The loader half of the unit page: it reads dashboard.neuron_stats (cached) and hands arrays to the
 pure builders in neuron_figures, neuron_images and unit_report.
 """
+import functools
+
 from dash import dcc, html
 
+from dashboard import deep_neurons as D
 from dashboard import neuron_stats as S
 from dashboard.neuron_target import Target, unit_href
+from dashboard.store import StoreError
 from dashboard.views import widgets
-from dashboard.views.neuron_figures import class_means_figure, histogram_figure, per_class_figure, weights_figure
+from dashboard.views.image_view import image_href
+from dashboard.views.neuron_figures import (class_means_figure, emergence_figure, histogram_figure, per_class_figure,
+                                            weights_figure)
 from dashboard.views.neuron_images import ink, png_uri, top_mean_uri, verdict_color
 from dashboard.views.unit_report import report_html, summary_sentence
 
 STRIP_PX = 56  # a top or bottom image's side on the page
 
 
-def image_strip(indices, acts, labels, images, class_name: str) -> list:
-    """Test images with their digit and the unit's activation, in the order given."""
-    return [html.Figure([
+def image_strip(indices, acts, labels, images, class_name: str, href=None) -> list:
+    """Test images with their digit and the unit's activation, in the order given; each a link to
+    `href(index)` (its image page) when given."""
+    figures = [html.Figure([
         html.Img(src=png_uri(ink(images[i])), alt=f"test image {i}",
                  style={"width": STRIP_PX, "height": STRIP_PX, "imageRendering": "pixelated",
                         "border": "1px solid var(--border)"}),
         html.Figcaption([html.B(str(labels[i])), f" · {acts[i]:.3f}"], className="small"),
     ], className=class_name, title=f"test image #{i}: digit {labels[i]}, activation {acts[i]:.4f}",
         style={"margin": 0, "textAlign": "center"}) for i in indices]
+    if href is None:
+        return figures
+    return [dcc.Link(f, href=href(int(i)), className="unit-image-link", style={"color": "inherit"})
+            for f, i in zip(figures, indices)]
 
 
 def panels(t: Target, unit: int) -> dict:
@@ -31,20 +42,62 @@ def panels(t: Target, unit: int) -> dict:
     stats = S.layer_stats(t)
     images, labels = S.test_images()
     a = stats.acts[:, unit]
+    href = functools.partial(image_href, t.run_id, epoch=t.epoch)
     dead_note = [html.Span("The unit is dead: all 10,000 images tie, so these are simply the first ones.",
                            className="small muted")] if stats.dead[unit] else []
     return {
         "weights": weights_figure(t, S.weights(t), unit),
         "top_mean": top_mean_uri(stats, unit),
-        "top": image_strip(stats.top[unit], a, labels, images, "unit-top-img") + dead_note,
-        "bottom": image_strip(stats.bottom[unit], a, labels, images, "unit-bottom-img"),
+        "top": image_strip(stats.top[unit], a, labels, images, "unit-top-img", href) + dead_note,
+        "bottom": image_strip(stats.bottom[unit], a, labels, images, "unit-bottom-img", href),
         "hist": histogram_figure(stats, unit),
         "per_class": per_class_figure(stats, unit, labels),
         "means": class_means_figure(stats, unit),
         "summary": summary_sentence(t, stats, unit, labels),
         "verdict": stats.verdicts[unit],
         "k": stats.top.shape[1],
+        **feature_vis(t, unit),
     }
+
+
+def feature_vis(t: Target, unit: int) -> dict:
+    """The input that maximises the unit at t.epoch, as a picture (dark = ink), and what it reaches."""
+    try:
+        vis = D.feature_vis(t.run_id, t.epoch, t.layer, unit)
+    except StoreError as e:  # e.g. a run from the user's own loop: its units are logged, its code is not
+        return {"fv": None, "fv_value": f"No feature visualisation: {e}", "fv_starts": []}
+    what = "mean pre-activation over its feature map" if t.kind == "conv" else "pre-activation"
+    return {"fv": png_uri(ink(vis.image * 255)),
+            "fv_value": f"Its {what} on this image: {vis.objective:.2f} (best of the starts).",
+            "fv_starts": vis.objectives}
+
+
+def feature_vis_tiles(t: Target) -> tuple[list[str], str]:
+    """Every unit's feature visualisation as a tile (about 0.2 s a unit the first time), and the legend line."""
+    uris = [png_uri(ink(D.feature_vis(t.run_id, t.epoch, t.layer, u).image * 255)) for u in range(t.units)]
+    return uris, "Each tile: the input that maximises the unit (dark = ink), by activation maximisation with " \
+                 "L2, jitter and blur (Olah et al. 2017); open a unit for how it was made."
+
+
+def emergence_panel(t: Target, unit: int) -> html.Div:
+    """When the unit became class-selective, and its SI and verdict at every snapshot epoch."""
+    e = D.emergence(t)
+    emerged = e.emergence[unit]
+    verdicts = [v[unit] for v in e.verdicts]
+    line = (f"First class-selective at epoch {emerged} (the first snapshot whose verdict is class-selective)."
+            if emerged is not None else "Never class-selective at any snapshot epoch.")
+    rows = [html.Tr([html.Td(str(ep)), html.Td(f"{e.si[i, unit]:.2f}"),
+                     html.Td(verdicts[i], style={"color": verdict_color(verdicts[i])})])
+            for i, ep in enumerate(e.epochs)]
+    return html.Div([
+        html.P(html.B(line), id="unit-emergence-line"),
+        html.Div([
+            widgets.graph(emergence_figure(e.epochs, e.si[:, unit], verdicts, emerged), "unit-emergence"),
+            html.Div(html.Table([html.Thead(html.Tr([html.Th("epoch"), html.Th("SI"), html.Th("verdict")])),
+                                 html.Tbody(rows)], id="unit-emergence-table", className="small"),
+                     style={"maxHeight": 280, "overflowY": "auto"}),
+        ], className="grid-2"),
+    ])
 
 
 def _compare_side(target: Target, unit: int, who: str):

@@ -1,0 +1,65 @@
+"""The hidden units of a run from the user's own loop (training.own_loop), read as it logged them.
+
+Such a run's model code is not in the store, so its activations cannot be recomputed from a snapshot
+as a built-in run's are (dashboard.neuron_activations).  Instead it logged each hidden layer's units
+on the 10,000 test images at every snapshot epoch: `unit_activations/epoch_NNNN.npz`, one float16
+(10000, units) array per layer, read here through snapshot_reader's checked reader (headers first,
+plain numbers only, exact shapes from the run's logged layer structure, a byte budget).
+
+A logged file never changes, so what is read is kept (dashboard.cache's memoize).
+"""
+import tempfile
+
+import numpy as np
+
+from dashboard import cache, store
+from dashboard.snapshot_reader import SnapshotError, read_snapshot
+from training import contract as C
+from training.architecture import N_TEST, Layer, logged_structure
+
+HEADROOM_BYTES = 1_000_000  # zip and .npy headers
+FLOOR_OF = {"sigmoid": 0.0, "relu": 0.0, "relu6": 0.0, "tanh": -1.0}  # the lowest value each can take
+
+
+def logged_layers(run) -> tuple[Layer, ...] | None:
+    """The run's logged layer structure, or None for a run that did not log one (a built-in run)."""
+    try:
+        return logged_structure(run.data.params)
+    except ValueError as e:
+        raise store.StoreError(f"run {run.info.run_id[:8]}: {e}") from None
+
+
+def is_logged(run) -> bool:
+    return C.PARAM_LAYER_STRUCTURE in run.data.params
+
+
+def unit_floor(activation: str, acts: np.ndarray) -> float:
+    """Where a unit's activation starts: the activation's own floor, else the layer's lowest value."""
+    return FLOOR_OF.get(activation, float(np.min(acts)) if acts.size else 0.0)
+
+
+@cache.memoize(8)
+def hidden_units(run_id: str, epoch: int) -> tuple[np.ndarray, ...]:
+    """Every hidden layer's (10000, units) float32 activations at a snapshot epoch; StoreError in one line."""
+    run = store.get_run(run_id)
+    hidden = (logged_layers(run) or ())[:-1]
+    wanted = {C.unit_acts_key(l.name): (N_TEST, l.units) for l in hidden}
+    budget = sum(units * N_TEST for _, units in wanted.values()) * 2 + HEADROOM_BYTES
+    path = C.activations_path(int(epoch))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = store.client().download_artifacts(run_id, path, tmp)
+            arrays = read_snapshot(local, wanted, budget)
+        except SnapshotError as e:
+            raise store.StoreError(f"{path} of run {run_id[:8]} cannot be shown: {e}") from None
+        except Exception as e:  # listed snapshot without its units, or the server failed
+            raise store.StoreError(f"run {run_id[:8]} has no readable {path} ({str(e).splitlines()[0][:120]})") from None
+    out = []
+    for key in wanted:
+        if key not in arrays:
+            raise store.StoreError(f"{path} of run {run_id[:8]} has no {key}")
+        a = arrays[key]
+        if a.dtype.kind != "f" or not np.isfinite(a).all():
+            raise store.StoreError(f"{path} of run {run_id[:8]}: {key} is not finite floating point")
+        out.append(a.astype(np.float32))
+    return tuple(out)

@@ -1,0 +1,84 @@
+"""Neurons across runs (/compare/neurons): one row of unit tiles per run, each row reordered to follow the
+first run's units.
+
+`load` reads the store (through neuron_target, neuron_stats and their caches); `rows_of` is pure.  Each
+other run's units are matched to the first run's on the correlation of their test-set activations
+(dashboard.analytics.neurons.match_units): one-to-one Hungarian when the layers have the same width,
+else each of the first run's units gets its best match in the other run (a unit may then appear twice).
+"""
+from dataclasses import dataclass, field
+
+from dashboard import neuron_stats, store
+from dashboard.neuron_target import Target, parse_int, resolve
+from dashboard.views import compare_view
+from dashboard.views.neuron_images import tile_uris
+
+MAX_RUNS = 8  # rows of tiles; more would not fit a screen
+
+
+@dataclass
+class Row:
+    target: Target
+    order: list  # this run's units, in the first run's unit order
+    corr: list  # correlation of each shown unit with the first run's unit in its column (None: the first run)
+    tiles: list  # PNG data URIs, in `order`
+    method: str = ""
+
+
+@dataclass
+class Across:
+    rows: list = field(default_factory=list)
+    layer: int = 1
+    epoch: int | None = None
+    epochs: list = field(default_factory=list)  # snapshot epochs every run has
+    layers: list = field(default_factory=list)  # (number, name) of the first run's hidden layers
+    caption: str = ""
+    problems: list = field(default_factory=list)
+
+
+def _epoch(value) -> int | None:
+    return None if value in (None, "") else parse_int(value, "epoch")
+
+
+def load(runs_value, layer=None, epoch=None) -> Across:
+    """The rows for `?runs=..&layer=L&epoch=E`; StoreError for a bad first run, layer or epoch."""
+    ids, problems = compare_view.parse_run_ids(runs_value)
+    if len(ids) > MAX_RUNS:
+        problems.append(f"{len(ids)} runs asked for; showing the first {MAX_RUNS} (rows that fit a screen)")
+        ids = ids[:MAX_RUNS]
+    out = Across(layer=parse_int(layer, "layer") if layer not in (None, "") else 1, problems=problems)
+    runs, missing = store.get_runs(ids)
+    out.problems += missing
+    if not runs:
+        raise store.StoreError("No runs to show: open /compare/neurons?runs=<id>,<id>&layer=1")
+    common = set.intersection(*(set(store.snapshot_epochs(r.info.run_id)) for r in runs))
+    out.epochs = sorted(common)
+    asked = _epoch(epoch)
+    out.epoch = asked if asked is not None else (out.epochs[-1] if out.epochs else None)
+    first = resolve(runs[0].info.run_id, out.layer, out.epoch)
+    out.epoch, out.layers = first.epoch, _hidden(runs[0])
+    stats = neuron_stats.layer_stats(first)
+    tiles, out.caption = tile_uris(first, stats, neuron_stats.weights(first))
+    out.rows.append(Row(first, list(range(first.units)), [None] * first.units, tiles))
+    for run in runs[1:]:
+        try:
+            out.rows.append(_row(first, run.info.run_id))
+        except store.StoreError as e:
+            out.problems.append(str(e))
+    return out
+
+
+def _hidden(run) -> list[tuple[int, str]]:
+    return list(enumerate(store.layer_names(run)[:-1], start=1))
+
+
+def _row(first: Target, run_id: str) -> Row:
+    epochs = store.snapshot_epochs(run_id)
+    other = resolve(run_id, first.layer, first.epoch if first.epoch in epochs else (epochs[-1] if epochs else None))
+    if other.layer_name != first.layer_name:
+        raise store.StoreError(f"run {run_id[:8]}'s layer {first.layer} is {other.layer_name}, not {first.layer_name}")
+    match, corr, method = neuron_stats.matching(first.run_id, run_id, first.layer, first.epoch, other.epoch,
+                                                first.kind == "conv")
+    tiles, _ = tile_uris(other, neuron_stats.layer_stats(other), neuron_stats.weights(other))
+    order = [int(u) for u in match]
+    return Row(other, order, [float(c) for c in corr], [tiles[u] for u in order], method)
