@@ -4,7 +4,8 @@
 
 Trains 9 short real runs into a fresh SQLite store, then serves, side by side:
   ours    the dashboard under gunicorn (`python -m dashboard.serve --workers 2`);
-  mlflow  `mlflow ui` on the same store (its compare page, in the model-training view);
+  mlflow  `mlflow ui --workers 2` on the same store (its compare page, in the model-training view; its
+          background job runner off, as it serves no page);
   bare    a minimal Dash page under gunicorn with four graphs of 9 traces each, from static figures
           built here from the same runs' metric histories: what the stack costs with no work of ours.
 Each load is a fresh browser context (nothing cached in the browser), from `goto` until every Plotly
@@ -16,6 +17,7 @@ machine's slow spells fall on all of them; each line is the median of --loads lo
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -26,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
@@ -100,20 +103,33 @@ def bare_figures(runs, uri: str) -> list[dict]:
     return figures
 
 
-def start_servers(tmp: Path, env: dict, runs) -> tuple[dict[str, str], list[subprocess.Popen]]:
-    """The three servers; returns the URL of each page to time, and the processes."""
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Each server with every process it started (each runs in its own session)."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_servers(tmp: Path, env: dict, runs, procs: list[subprocess.Popen]) -> dict[str, str]:
+    """The three servers, appended to procs as they start; returns the URL of each page to time."""
     ours, mlflow_port, bare = free_port(), free_port(), free_port()
     log = open(tmp / "servers.log", "w")
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(ours), "--workers", "2"],
-                         cwd=REPO, env=env, stdout=log, stderr=log),
-        subprocess.Popen([mlflow, "ui", "--backend-store-uri", env["MLFLOW_TRACKING_URI"], "--port", str(mlflow_port)],
-                         cwd=tmp, env=env, stdout=log, stderr=log),
-        subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{bare}", "--workers", "2", "--chdir", str(tmp),
-                          "--no-control-socket", "bare_app:server"], cwd=tmp, env=env, stdout=log, stderr=log),
+    commands = [
+        ([sys.executable, "-m", "dashboard.serve", "--port", str(ours), "--workers", "2"], REPO, env),
+        ([mlflow, "ui", "--backend-store-uri", env["MLFLOW_TRACKING_URI"], "--port", str(mlflow_port), "--workers", "2"],
+         tmp, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        ([gunicorn, "--bind", f"127.0.0.1:{bare}", "--workers", "2", "--chdir", str(tmp), "--no-control-socket",
+          "bare_app:server"], tmp, env),
     ]
+    for argv, cwd, proc_env in commands:
+        procs.append(subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=log, start_new_session=True))
     for port, proc in zip((ours, mlflow_port, bare), procs):
         wait_http(f"http://127.0.0.1:{port}/", proc)
     from dashboard.mlflow_links import compare_url
@@ -127,7 +143,7 @@ def start_servers(tmp: Path, env: dict, runs) -> tuple[dict[str, str], list[subp
         "run page (ours)": f"http://127.0.0.1:{ours}/runs/{first}",
         "unit page (ours)": f"http://127.0.0.1:{ours}/runs/{first}/neurons/1/0",
     }
-    return pages, procs
+    return pages
 
 
 def load_once(browser, url: str, n_plots: int) -> float:
@@ -145,7 +161,8 @@ def count_plots(browser, url: str) -> int:
     try:
         page = context.new_page()
         page.goto(url, wait_until="networkidle", timeout=120_000)
-        page.wait_for_timeout(3000)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+        page.wait_for_timeout(3000)  # the charts that come later, from callbacks
         return page.evaluate(COUNT_PLOTS)
     finally:
         context.close()
@@ -179,13 +196,11 @@ def main() -> None:
         runs = train_runs(tmp, env)
         (tmp / "figures.json").write_text(json.dumps(bare_figures(runs, env["MLFLOW_TRACKING_URI"])))
         (tmp / "bare_app.py").write_text(BARE_APP)
-        pages, procs = start_servers(tmp, env, runs)
+        procs: list[subprocess.Popen] = []
         try:
-            times = measure(pages, args.loads)
+            times = measure(start_servers(tmp, env, runs, procs), args.loads)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=30)
+            stop(procs)
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:<30} {med[name]:6.2f} s  (median of {len(t)}; {min(t):.2f}-{max(t):.2f})")

@@ -53,10 +53,16 @@ def emergence(t: Target) -> Emergence:
     return _emergence(t.run_id, t.layer, tuple(t.epochs))
 
 
+def _acts(run_id: str, layer: int, epoch: int) -> np.ndarray:
+    """(10000, units) activations of a hidden layer at a snapshot, without the statistics the map does not need."""
+    t = resolve(run_id, layer, epoch)
+    return S.layer_activations(t.run_id, t.epoch, t.layer, t.kind == "conv").acts
+
+
 @cache.memoize(32)
 def layer_map(run_id: str, epoch: int, layer: int, method: str) -> tuple[np.ndarray, str]:
     """(10000, 2) coordinates of the test images in the layer's activation space and how they were made."""
-    return embed(S.layer_stats(resolve(run_id, layer, epoch)).acts, method)
+    return embed(_acts(run_id, layer, epoch), method)
 
 
 def image_index(value) -> int:
@@ -73,27 +79,35 @@ class OneImage:
     label: int
     probs: np.ndarray  # (10,)
     acts: list  # per hidden layer (U,)
-    attributions: dict  # class -> ((28, 28) IG map, f(x) − f(black))
     output: str  # what probs are: softmax (cross-entropy) or sigmoid (quadratic cost)
 
 
 @cache.memoize(64)
 def one_image_data(run_id: str, epoch: int, index: int) -> OneImage:
-    """One test image through the network at a snapshot: outputs, hidden activations, IG for pred and label."""
+    """One test image through the network at a snapshot: its outputs and hidden activations."""
     config, module = module_at(run_id, epoch)
     images, labels = S.test_images()
-    x = S.test_inputs()[index].numpy()
-    acts, probs = one_image(config, module, x)
-    label, pred = int(labels[index]), int(np.argmax(probs))
-    attributions = {c: integrated_gradients(module, x, c)[:2] for c in dict.fromkeys((pred, label))}
-    return OneImage(index=index, image=images[index], label=label, probs=probs, acts=acts, attributions=attributions,
+    acts, probs = one_image(config, module, S.test_inputs()[index].numpy())
+    return OneImage(index=index, image=images[index], label=int(labels[index]), probs=probs, acts=acts,
                     output="softmax" if config.loss == "cross_entropy" else "sigmoid")
+
+
+@cache.memoize(64)
+def attributions(run_id: str, epoch: int, index: int) -> dict:
+    """{class: ((28, 28) IG map, f(x) − f(black), completeness gap)} for the predicted and the true class.
+
+    Apart from one_image_data so the page paints first: on a CNN this is the slow part (about a second).
+    """
+    d = one_image_data(run_id, epoch, index)
+    _, module = module_at(run_id, epoch)
+    x = S.test_inputs()[index].numpy()
+    return {c: integrated_gradients(module, x, c) for c in dict.fromkeys((int(np.argmax(d.probs)), d.label))}
 
 
 @cache.memoize(32)
 def runs_similarity(run_ids: tuple, layer: int, epochs: tuple) -> np.ndarray:
     """(k, k) linear CKA between the runs' layer activations over the test set, each at its given epoch."""
-    return cka_matrix([S.layer_stats(resolve(r, layer, e)).acts for r, e in zip(run_ids, epochs)])
+    return cka_matrix([_acts(r, layer, e) for r, e in zip(run_ids, epochs)])
 
 
 def epochs_similarity(t: Target) -> np.ndarray:

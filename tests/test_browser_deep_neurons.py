@@ -102,7 +102,7 @@ def test_image_page_shows_the_outputs_every_hidden_unit_and_attributions(page, d
     assert plot_data(page, "image-probs")[0]["y"] == pytest.approx(list(d.probs), abs=1e-6)
     pred = int(np.argmax(d.probs))
     assert page.inner_text("#image-verdict").startswith(f"true digit {d.label} · predicted {pred}")
-    assert page.locator("#image-attr-predicted").count() == 1
+    page.wait_for_selector("#image-attr-predicted", timeout=WAIT)  # filled after the first paint
     assert page.locator("#image-attr-true").count() == (pred != d.label)
     assert page.locator(".image-layer").count() == len(d.acts)
     assert page.locator(".image-unit").count() == sum(len(a) for a in d.acts)

@@ -36,11 +36,18 @@ def test_parse_run_ids_accepts_a_repeated_query_key():
     assert V.parse_run_ids(["a" * 32, "b" * 32])[0] == ["a" * 32, "b" * 32]
 
 
-def test_more_than_twenty_runs_keeps_the_first_twenty_and_says_so():
-    many = [f"{i:032x}" for i in range(25)]
+def test_more_than_fifty_runs_keeps_the_first_fifty_and_says_so():
+    many = [f"{i:032x}" for i in range(55)]
     ids, problems = V.parse_run_ids(",".join(many))
-    assert ids == many[:20]
-    assert "25 runs" in problems[0] and "first 20" in problems[0]
+    assert ids == many[:50]
+    assert "55 runs" in problems[0] and "first 50" in problems[0]
+
+
+def test_many_runs_are_fetched_in_one_search_in_the_order_asked_and_unknown_ones_are_named(ids, use_module_store):
+    unknown = "0" * 32
+    runs, missing = V.fetch_runs([ids["b"], unknown, ids["foreign"], ids["a"]])
+    assert [r.info.run_id for r in runs] == [ids["b"], ids["foreign"], ids["a"]]
+    assert len(missing) == 1 and unknown in missing[0]
 
 
 def test_unknown_ids_become_messages_and_the_rest_still_load(ids, use_module_store):

@@ -9,7 +9,7 @@ import math
 from urllib.parse import parse_qs, urlencode
 
 import dash
-from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
 from dashboard import mlflow_links, store
 from dashboard.analytics import replicates as R
@@ -66,7 +66,7 @@ def layout(runs=None, smooth=None, params=None, group=None, band=None, epoch=Non
                  style={"margin": "0 0 12px"}),
         _controls(smoothing, R.has_replicates(groups), grouped, band),
         html.Div([html.Div([html.Div(widgets.graph(
-            G.grouped_curve_figure(comp, groups, key, band) if grouped else V.curve_figure(comp, key, smoothing, colors),
+            G.grouped_curve(comp, groups, key, band) if grouped else V.curve_figure(comp, key, smoothing, colors),
             f"compare-curve-{key}")), widgets.message(note, "warn") if (note := V.curve_note(comp, key)) else None],
             className="card") for key in V.CURVES], className="grid-2"),
         html.H3("Final metrics per config (mean ± sd over seeds)" if grouped else "Final and best metrics"),
@@ -89,7 +89,8 @@ def _controls(smoothing, has_replicates, grouped, band):
     grouping = html.Div([
         dcc.RadioItems(id="compare-group", options=[{"label": " one curve per config", "value": "on"},
                                                     {"label": " single runs", "value": "off"}],
-                       value="on" if grouped else "off", inline=True, inputStyle={"marginLeft": "12px"}),
+                       value="off" if has_replicates and not grouped else "on", inline=True,
+                       inputStyle={"marginLeft": "12px"}),
         html.Span("band:", className="muted", style={"marginLeft": "16px"}),
         dcc.RadioItems(id="compare-band", options=[{"label": f" {G.BAND_LABELS[b]}", "value": b} for b in R.BANDS],
                        value=band, inline=True, inputStyle={"marginLeft": "12px"}),
@@ -169,7 +170,8 @@ def _params_table(runs, show_all, colors):
 def put_view_in_url(smoothing, all_params, grouping, band, epoch, search):
     """Controls rewrite the URL; the page re-renders from it (so shared links and back/forward agree)."""
     query = {k: v[-1] for k, v in parse_qs((search or "").lstrip("?")).items()}
-    for key in ("smooth", "params", "group", "band", "epoch"):
+    shown_epoch = query.pop("epoch", None)  # the dropdown's default (the last epoch) stays out of the URL
+    for key in ("smooth", "params", "group", "band"):
         query.pop(key, None)
     if smoothing:
         query["smooth"] = f"{float(smoothing):g}"
@@ -179,8 +181,10 @@ def put_view_in_url(smoothing, all_params, grouping, band, epoch, search):
         query["group"] = "off"
     if band == "ci":
         query["band"] = "ci"
-    if epoch is not None:
+    if ctx.triggered_id == "compare-epoch" and epoch is not None:
         query["epoch"] = str(epoch)
+    elif shown_epoch:
+        query["epoch"] = shown_epoch
     new = "?" + urlencode(query, safe=",")
     return no_update if new == search else new
 

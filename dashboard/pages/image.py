@@ -58,9 +58,21 @@ def layout(run_id=None, index=None, epoch=None, **_query):
             widgets.card("The image", V.image_picture(d), html.P(V.header_line(d))),
             widgets.card("What the network says", widgets.graph(V.probs_figure(d, d.output), "image-probs")),
         ], className="grid-2"),
-        widgets.card("Why: integrated gradients", V.attributions(d), html.P(IG_NOTE, className="small muted")),
+        dcc.Store(id="image-target", data={"run_id": t.run_id, "epoch": t.epoch, "index": i}),
+        widgets.card("Why: integrated gradients", dcc.Loading(html.Div(id="image-attributions")),
+                     html.P(IG_NOTE, className="small muted")),
         widgets.card("Hidden layers", *layers),
     ])
+
+
+@callback(Output("image-attributions", "children"), Input("image-target", "data"))
+def show_attributions(target):
+    """After the first paint: integrated gradients cost about a second on a CNN."""
+    try:
+        d = D.one_image_data(target["run_id"], target["epoch"], target["index"])
+        return V.attributions(d, D.attributions(target["run_id"], target["epoch"], target["index"]))
+    except StoreError as e:
+        return widgets.message(str(e), "error")
 
 
 @callback(Output("image-url", "search"), Input("image-epoch", "value"), prevent_initial_call=True)

@@ -53,8 +53,25 @@ def parse_run_ids(value) -> tuple[list[str], list[str]]:
 
 def load(value) -> Comparison:
     ids, problems = parse_run_ids(value)
-    runs, missing = store.get_runs(ids)
+    runs, missing = fetch_runs(ids)
     return Comparison(runs, store.metric_histories(runs, CURVES), problems + missing)
+
+
+def fetch_runs(ids: list[str]) -> tuple[list, list[str]]:
+    """store.get_runs, in one search instead of one query per run (30 runs: ~1 s less); the search of
+    finished runs is reused by store.search_runs.  Ids it does not find (deleted, unknown) go through
+    get_runs, which says why."""
+    if len(ids) < 3:
+        return store.get_runs(ids)
+    try:  # ids are checked hex strings (parse_run_ids), safe inside the filter
+        found = store.search_runs([e["id"] for e in store.experiments()],
+                                  "attributes.run_id IN (" + ",".join(f"'{i}'" for i in ids) + ")")
+    except store.StoreError:
+        return store.get_runs(ids)
+    by_id = {r.info.run_id: r for r in found}
+    rest, missing = store.get_runs([i for i in ids if i not in by_id])
+    by_id.update({r.info.run_id: r for r in rest})
+    return [by_id[i] for i in ids if i in by_id], missing
 
 
 def run_label(run) -> str:

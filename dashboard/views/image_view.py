@@ -39,24 +39,26 @@ def probs_figure(d: OneImage, output: str) -> go.Figure:
     return fig
 
 
-def attribution_card(d: OneImage, cls: int, role: str) -> html.Div:
+def attribution_card(attrs: dict, cls: int, role: str) -> html.Div:
     """Integrated gradients for one class: blue pixels raise its logit, red lower it (one scale per map)."""
-    attr, diff = d.attributions[cls]
+    attr, diff, gap = attrs[cls]
     vmax = float(np.abs(attr).max()) or 1.0
     return html.Figure([
         picture(png_uri(diverging_rgb(attr, vmax), scale=4), f"attribution for digit {cls}", ATTR_PX,
                 f"image-attr-{role.split()[0]}"),
         html.Figcaption([html.B(f"{role}: digit {cls}"), html.Br(),
-                         f"sum {attr.sum():+.3f} = logit change {diff:+.3f} from a black image · scale ±{vmax:.3g}"],
+                         f"sum {attr.sum():+.3f}, logit change from a black image {diff:+.3f} (completeness gap "
+                         f"{abs(gap) / max(abs(diff), 1e-12):.1%}) · scale ±{vmax:.3g}"],
                         className="small"),
     ], style={"margin": 0, "maxWidth": ATTR_PX + 40})
 
 
-def attributions(d: OneImage) -> html.Div:
+def attributions(d: OneImage, attrs: dict) -> html.Div:
+    """The maps for the predicted class and, if it differs, the true one (`attrs`: deep_neurons.attributions)."""
     pred = int(np.argmax(d.probs))
-    cards = [attribution_card(d, pred, "predicted" if pred != d.label else "predicted and true")]
+    cards = [attribution_card(attrs, pred, "predicted" if pred != d.label else "predicted and true")]
     if pred != d.label:
-        cards.append(attribution_card(d, d.label, "true"))
+        cards.append(attribution_card(attrs, d.label, "true"))
     return html.Div(cards, className="row")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dashboard import cache, store
 from dashboard.analytics import replicates as R
 from dashboard.views import gaps
 from dashboard.views.compare_view import CURVES, Comparison
@@ -27,6 +28,20 @@ def group_colors(groups: list[R.Group]) -> dict[str, str]:
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+_figures = cache.LRU(64)  # finished runs' grouped curves, as dicts
+
+
+def grouped_curve(comp: Comparison, groups: list[R.Group], key: str, band: str = "sd") -> dict:
+    """grouped_curve_figure as the plain dict dcc.Graph takes; kept for finished runs (dashboard.cache's
+    rule: built from histories that never change, labelled by params, which never change either)."""
+    if not all(store.is_finished(r) for r in comp.runs):
+        return grouped_curve_figure(comp, groups, key, band).to_dict()
+    cache_key = (tuple((r.info.run_id, r.info.end_time) for r in comp.runs), key, band)
+    if (hit := _figures.get(cache_key)) is None:
+        hit = _figures.put(cache_key, grouped_curve_figure(comp, groups, key, band).to_dict())
+    return hit
 
 
 def grouped_curve_figure(comp: Comparison, groups: list[R.Group], key: str, band: str = "sd",

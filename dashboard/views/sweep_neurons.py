@@ -8,7 +8,7 @@ else each of the first run's units gets its best match in the other run (a unit 
 """
 from dataclasses import dataclass, field
 
-from dashboard import neuron_stats, store
+from dashboard import cache, neuron_stats, store
 from dashboard.neuron_target import Target, parse_int, resolve
 from dashboard.views import compare_view
 from dashboard.views.neuron_images import tile_uris
@@ -36,6 +36,14 @@ class Across:
     problems: list = field(default_factory=list)
 
 
+@cache.memoize(64)
+def _tiles(t: Target) -> tuple[tuple[str, ...], str]:
+    """The layer's tiles at a logged snapshot: they never change, so encoded once (dashboard.cache's rule)."""
+    stats = None if t.first else neuron_stats.layer_stats(t)  # first-layer tiles are weights: no statistics needed
+    uris, caption = tile_uris(t, stats, neuron_stats.weights(t))
+    return tuple(uris), caption
+
+
 def _epoch(value) -> int | None:
     return None if value in (None, "") else parse_int(value, "epoch")
 
@@ -57,8 +65,7 @@ def load(runs_value, layer=None, epoch=None) -> Across:
     out.epoch = asked if asked is not None else (out.epochs[-1] if out.epochs else None)
     first = resolve(runs[0].info.run_id, out.layer, out.epoch)
     out.epoch, out.layers = first.epoch, _hidden(runs[0])
-    stats = neuron_stats.layer_stats(first)
-    tiles, out.caption = tile_uris(first, stats, neuron_stats.weights(first))
+    tiles, out.caption = _tiles(first)
     out.rows.append(Row(first, list(range(first.units)), [None] * first.units, tiles))
     for run in runs[1:]:
         try:
@@ -79,6 +86,6 @@ def _row(first: Target, run_id: str) -> Row:
         raise store.StoreError(f"run {run_id[:8]}'s layer {first.layer} is {other.layer_name}, not {first.layer_name}")
     match, corr, method = neuron_stats.matching(first.run_id, run_id, first.layer, first.epoch, other.epoch,
                                                 first.kind == "conv")
-    tiles, _ = tile_uris(other, neuron_stats.layer_stats(other), neuron_stats.weights(other))
+    tiles, _ = _tiles(other)
     order = [int(u) for u in match]
     return Row(other, order, [float(c) for c in corr], [tiles[u] for u in order], method)
