@@ -134,3 +134,16 @@ def test_similarity_of_the_cnn_across_epochs_and_the_compare_pages_link(page, da
     page.goto(f"{dashboard_url}/similarity?runs={cnn}&layer=2")
     page.wait_for_selector("#similarity-epochs .main-svg", timeout=WAIT)
     assert_no_dash_errors(page)
+
+
+def test_the_run_pages_misclassified_gallery_opens_an_image_page(page, dashboard_url, ids):
+    rid = ids["sigmoid"]
+    page.goto(f"{dashboard_url}/runs/{rid}")
+    link = page.locator(".run-gallery-link").first
+    link.wait_for(timeout=WAIT)
+    link.click()
+    page.wait_for_selector("#image-probs .main-svg", timeout=WAIT)
+    assert re.search(rf"/runs/{rid}/images/\d+\?epoch=\d+$", page.url)
+    verdict = page.inner_text("#image-verdict")  # "true digit 3 · predicted 2 (97.0%)": a mistake
+    assert verdict.split(" · ")[0].split()[-1] != verdict.split(" · ")[1].split()[1]
+    assert_no_dash_errors(page)

@@ -26,7 +26,8 @@ L2 = 0.01  # per pixel²: a pixel is drawn only if it raises the objective by mo
 JITTER_PX, BLUR_EVERY, BLUR_SIGMA = 2, 4, 0.5
 SEED = 0
 HOW = (f"Activation maximisation (Olah et al. 2017): gradient ascent on the input from {STARTS} random starts, "
-       f"{STEPS} normalised gradient steps of {LR}, L2 penalty {L2} on the ink, jitter up to {JITTER_PX} px, Gaussian blur "
+       f"{STEPS} normalised gradient steps of {LR}, L2 penalty {L2} on the ink, jitter up to {JITTER_PX} px, "
+       f"Gaussian blur "
        f"σ {BLUR_SIGMA} px every {BLUR_EVERY} steps, pixels kept in [0, 1]; the best start is shown.")
 
 

@@ -16,7 +16,8 @@ from dashboard.views import image_view as V
 from dashboard.views import widgets
 
 dash.register_page(__name__, path_template="/runs/<run_id>/images/<index>", order=3,
-                   title=lambda run_id=None, index=None, **_: f"Image {str(index)[:6]} · {str(run_id)[:8]} · MNIST Lab")
+                   title=lambda run_id=None, index=None, **_:
+                   f"Image {str(index)[:6]} · {str(run_id)[:8]} · MNIST Lab")
 
 IG_NOTE = ("Integrated gradients (Sundararajan et al. 2017, Captum): each pixel's share of the class's logit, "
            "from a black image to this one along a straight line; blue raises the class, red lowers it, and "
@@ -46,7 +47,8 @@ def layout(run_id=None, index=None, epoch=None, **_query):
         return widgets.error_page("Image", str(e))
     nav = [dcc.Link("← run page", href=f"/runs/{t.run_id}"),
            dcc.Link(f"← image {i - 1}", href=V.image_href(t.run_id, i - 1, t.epoch)) if i > 0 else None,
-           dcc.Link(f"image {i + 1} →", href=V.image_href(t.run_id, i + 1, t.epoch)) if i + 1 < D.TEST_IMAGES else None,
+           dcc.Link(f"image {i + 1} →", href=V.image_href(t.run_id, i + 1, t.epoch))
+           if i + 1 < D.TEST_IMAGES else None,
            dcc.Link("layer map", href=f"/runs/{t.run_id}/neurons/map?" + urlencode({"layer": 1, "epoch": t.epoch}))]
     return html.Div([
         dcc.Location(id="image-url", refresh="callback-nav"),

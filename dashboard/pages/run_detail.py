@@ -15,6 +15,7 @@ from dashboard.analytics import health
 from dashboard.views import gaps
 from dashboard.views import run_detail_view as V
 from dashboard.views import widgets
+from dashboard.views.image_view import image_links
 from training import contract as C
 from training.errors import UserError
 
@@ -253,9 +254,9 @@ def _snapshot_note(snapshot: dict, keys: list[str]) -> str:
 def _prediction_views(p: run_data.Predictions, epoch: int, run_id: str) -> tuple:
     confusion = widgets.graph(V.confusion_figure(V.confusion_matrix(p.pred, p.labels), epoch), "run-confusion-graph")
     wrong = V.misclassified(p.pred, p.confidence, p.labels, N_MISCLASSIFIED)
-    gallery = widgets.graph(V.image_grid_figure(p.images[wrong], p.labels[wrong], p.pred[wrong], p.confidence[wrong],
-                                                hrefs=[f"/runs/{run_id}/images/{i}?epoch={epoch}" for i in wrong]),
-                            "run-gallery-graph", responsive=False) if len(wrong) \
+    gallery = html.Div([widgets.graph(V.image_grid_figure(p.images[wrong], p.labels[wrong], p.pred[wrong],
+                                                          p.confidence[wrong]), "run-gallery-graph", responsive=False),
+                        image_links(run_id, wrong, p.labels, p.pred, epoch)]) if len(wrong) \
         else widgets.message("No misclassified test images.")
     s = p.samples
     samples = widgets.graph(V.image_grid_figure(p.images[s], p.labels[s], p.pred[s], p.confidence[s]),

@@ -12,11 +12,11 @@ from dash import ClientsideFunction, Input, Output, State, callback, clientside_
 
 from dashboard import neuron_stats as S
 from dashboard import store
+from dashboard.analytics.feature_vis import HOW as FV_HOW
 from dashboard.neuron_target import Target, layer_href, resolve, unit_href
 from dashboard.store import StoreError
 from dashboard.views import unit_panels as P
 from dashboard.views import widgets
-from dashboard.analytics.feature_vis import HOW as FV_HOW
 from training import contract as C
 
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons/<layer>/<unit>", order=1,

@@ -86,3 +86,10 @@ def header_line(d: OneImage) -> html.Span:
 
 def image_picture(d: OneImage) -> html.Img:
     return picture(png_uri(ink(d.image), scale=4), f"test image {d.index}", IMAGE_PX, "image-digit")
+
+
+def image_links(run_id: str, indices, labels, preds, epoch: int) -> html.Div:
+    """A line of links to the image pages of the given test images (under the run page's gallery)."""
+    return html.Div([html.Span("Open one:", className="muted")] + [
+        dcc.Link(f"#{i} ({labels[i]}→{preds[i]})", href=image_href(run_id, int(i), epoch), className="run-gallery-link")
+        for i in indices], className="row small", style={"flexWrap": "wrap", "gap": "4px 10px"})

@@ -263,7 +263,7 @@ def misclassified(pred: np.ndarray, confidence: np.ndarray, labels: np.ndarray, 
 
 
 def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, cols: int = 8,
-                      tile_px: int = 100, hrefs=None) -> go.Figure:
+                      tile_px: int = 100) -> go.Figure:
     """Digits in a grid, each titled with its true label and, if given, the prediction in green (right) or red (wrong).
 
     The figure has a fixed pixel size (tiles of `tile_px`), so show it with responsive=False.
@@ -284,8 +284,6 @@ def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, 
         y0, x0 = r * cell_h + head, c * cell_w
         canvas[y0:y0 + 28, x0:x0 + 28] = images[i]
         text = f"true <b>{int(labels[i])}</b>"
-        if hrefs is not None:  # each tile's label opens its image page
-            text = f"<a href='{hrefs[i]}' target='_self'>{text}</a>"
         if preds is not None:
             ok = int(preds[i]) == int(labels[i])
             conf = f" · {confidences[i]:.0%}" if confidences is not None and np.isfinite(confidences[i]) else ""

@@ -66,12 +66,14 @@ def main():
     parser.add_argument("--dry-run", action="store_true", help="one batch per epoch, to check the script runs")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     args = parser.parse_args()
+    if not 1 <= args.train_size <= 60_000:
+        parser.error(f"--train-size {args.train_size} is out of range: MNIST has 60,000 training images")
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     normalize = transforms.Normalize((MEAN,), (STD,))
     data = datasets.MNIST(str(data_root()), train=True, download=False,
                           transform=transforms.Compose([transforms.ToTensor(), normalize]))
-    loader = DataLoader(Subset(data, range(min(args.train_size, len(data)))), batch_size=args.batch_size,
+    loader = DataLoader(Subset(data, range(args.train_size)), batch_size=args.batch_size,
                         shuffle=True)
     model = Net().to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=args.lr)

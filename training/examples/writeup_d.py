@@ -53,9 +53,11 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     args = parser.parse_args()
+    if not 1 <= args.train_size <= 60_000:
+        parser.error(f"--train-size {args.train_size} is out of range: MNIST has 60,000 training images")
     torch.manual_seed(args.seed)
     data = datasets.MNIST(str(data_root()), train=True, download=False, transform=transforms.ToTensor())
-    loader = DataLoader(Subset(data, range(min(args.train_size, len(data)))), batch_size=args.batch_size,
+    loader = DataLoader(Subset(data, range(args.train_size)), batch_size=args.batch_size,
                         shuffle=True)
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
