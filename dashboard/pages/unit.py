@@ -74,6 +74,13 @@ def _links(t: Target, u: int) -> html.Div:
     ], className="row")
 
 
+def _fv_style(p: dict) -> dict:
+    # No picture (e.g. a run logged from a user's loop has no model code to ascend): the line below says why,
+    # and the browser's broken-image icon would only distract from it.
+    return {"width": TOP_MEAN_PX, "height": TOP_MEAN_PX, "imageRendering": "pixelated",
+            "border": "1px solid var(--border)", "display": "block" if p["fv"] else "none"}
+
+
 def _panels(p: dict) -> list:
     k = p["k"]
     return [
@@ -82,8 +89,7 @@ def _panels(p: dict) -> list:
             widgets.card("What it looks for", widgets.graph(p["weights"], "unit-weights")),
             widgets.card("What it wants",
                          html.Img(id="unit-fv", src=p["fv"], alt="the input that maximises the unit",
-                                  style={"width": TOP_MEAN_PX, "height": TOP_MEAN_PX, "imageRendering": "pixelated",
-                                         "border": "1px solid var(--border)"}),
+                                  style=_fv_style(p)),
                          html.P(p["fv_value"], id="unit-fv-value", className="small"),
                          html.P(FV_HOW, className="small muted")),
             widgets.card(f"Mean of its top {k} images",
@@ -141,16 +147,16 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
 @callback(Output("unit-weights", "figure"), Output("unit-top-mean", "src"), Output("unit-top", "children"),
           Output("unit-bottom", "children"), Output("unit-hist", "figure"), Output("unit-per-class", "figure"),
           Output("unit-means", "figure"), Output("unit-summary", "children"), Output("unit-layer-link", "href"),
-          Output("unit-fv", "src"), Output("unit-fv-value", "children"),
+          Output("unit-fv", "src"), Output("unit-fv-value", "children"), Output("unit-fv", "style"),
           Input("unit-epoch", "value"), State("unit-target", "data"), prevent_initial_call=True)
 def follow_epoch(epoch, target):
     try:
         t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
         p = P.panels(t, target["unit"])
     except StoreError as e:  # e.g. this epoch's snapshot is refused: the summary line says why
-        return (no_update,) * 7 + (widgets.message(str(e), "error"),) + (no_update,) * 3
+        return (no_update,) * 7 + (widgets.message(str(e), "error"),) + (no_update,) * 4
     return (p["weights"], p["top_mean"], p["top"], p["bottom"], p["hist"], p["per_class"], p["means"], p["summary"],
-            layer_href(t.run_id, t.layer, t.epoch), p["fv"], p["fv_value"])
+            layer_href(t.run_id, t.layer, t.epoch), p["fv"], p["fv_value"], _fv_style(p))
 
 
 @callback(Output("unit-bottom", "style"), Input("unit-show-bottom", "value"), prevent_initial_call=True)
