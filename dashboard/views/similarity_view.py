@@ -13,7 +13,7 @@ from dashboard.store import StoreError
 from dashboard.views import widgets
 from dashboard.views.compare_view import parse_run_ids
 
-CELL_PX, MIN_HEIGHT = 60, 360
+CELL_PX, MIN_HEIGHT, MAX_HEIGHT = 60, 360, 720  # 31 epochs at 60 px would be a page of their own
 
 
 def similarity_href(run_ids, layer: int, run: str | None = None) -> str:
@@ -45,12 +45,13 @@ def run_names(ts: list[Target]) -> str:
 def cka_figure(matrix: np.ndarray, labels: list[str], title: str, axis: str) -> go.Figure:
     """A k × k CKA heatmap on a fixed 0–1 scale, each cell labelled with its value."""
     k = len(labels)
-    fig = widgets.figure(max(MIN_HEIGHT, 140 + CELL_PX * k), title, axis, axis,
+    fig = widgets.figure(min(MAX_HEIGHT, max(MIN_HEIGHT, 140 + CELL_PX * k)), title, axis, axis,
                          margin=dict(l=16, r=16, t=48, b=16))
     fig.add_trace(go.Heatmap(z=matrix, x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis",
                              text=np.round(matrix, 2), texttemplate="%{text:.2f}" if k <= 16 else None,
                              colorbar=dict(title="CKA", thickness=12),
                              hovertemplate="%{y}<br>%{x}<br>linear CKA %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category", automargin=True)
-    fig.update_xaxes(type="category", automargin=True, tickangle=0)
+    # Many labels side by side overlap unless they turn.
+    fig.update_xaxes(type="category", automargin=True, tickangle=0 if k <= 8 else -45)
     return fig
