@@ -59,7 +59,7 @@ serve: data
 	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: data browser install-ray
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: data
 	$(PY) -m pytest -q -m "not slow and not browser"

@@ -175,7 +175,9 @@ class Launch:
                 asked = self.signals.count
                 for p in children:
                     if p.poll() is None:
-                        p.send_signal(signal.SIGINT)  # the grid: stop at a safe point; gunicorn: quick shutdown
+                        # The grid stops at a safe point on SIGINT.  gunicorn gets SIGTERM: a graceful stop once it
+                        # serves, and a silent exit while it still imports the app (SIGINT there is a traceback).
+                        p.send_signal(signal.SIGINT if p is self.grid else signal.SIGTERM)
             time.sleep(POLL_S)
         for p in children:
             if p.poll() is None:

@@ -15,6 +15,7 @@ from training import contract as C
 
 SCRIPT = textwrap.dedent("""
     import sys, time
+    import torch
     from torch import nn
     from training.own_loop import logged_run, script_main
 

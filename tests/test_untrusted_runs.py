@@ -244,6 +244,12 @@ def callback_values(rid: str, other: str, exp: str, epochs: list[int]) -> dict:
         ("runs-experiment", "value"): exp, ("runs-filter", "value"): "", ("runs-grid", "selectedRows"): [{"run_id": rid}],
         ("runs-heat-x", "value"): C.PARAM_LR, ("runs-heat-y", "value"): C.PARAM_SEED,
         ("runs-heat-metric", "value"): "final_test_acc", ("runs-live", "n_intervals"): 1,
+        ("compare-group", "value"): "on", ("compare-band", "value"): "sd", ("compare-epoch", "value"): last,
+        ("neurons-show", "value"): "fv", ("xneurons-layer", "value"): 1, ("xneurons-epoch", "value"): last,
+        ("image-target", "data"): {"run_id": rid, "epoch": last, "index": 8}, ("image-epoch", "value"): last,
+        ("map-target", "data"): {"run_id": rid, "layer": 1, "epoch": last, "method": "pca"},
+        ("map-graph", "hoverData"): {"points": [{"customdata": 8, "pointIndex": 8}]},
+        ("map-graph", "clickData"): {"points": [{"customdata": 8, "pointIndex": 8}]}, ("map-epoch", "value"): last,
     }
 
 
@@ -258,7 +264,11 @@ def call(fn, inputs, states, values):
 def layouts(rid: str, other: str, exp: str) -> dict:
     args = {"/runs/<run_id>": {"run_id": rid}, "/runs/<run_id>/neurons": {"run_id": rid, "layer": "1"},
             "/runs/<run_id>/neurons/<layer>/<unit>": {"run_id": rid, "layer": "1", "unit": "0", "compare": other},
-            "/compare": {"runs": f"{rid},{other}"}, "/": {"experiment": exp}}
+            "/compare": {"runs": f"{rid},{other}"}, "/": {"experiment": exp},
+            "/compare/neurons": {"runs": f"{rid},{other}", "layer": "1"},
+            "/similarity": {"runs": f"{rid},{other}", "layer": "1", "run": rid},
+            "/runs/<run_id>/neurons/map": {"run_id": rid, "layer": "1"},
+            "/runs/<run_id>/images/<index>": {"run_id": rid, "index": "8"}}
     from dashboard import app
     out = {}
     for p in dash.page_registry.values():

@@ -7,7 +7,6 @@ sigmoid), so the sum is in logit units.
 """
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
 
 # Gauss-Legendre points, more until the completeness gap is within GAP.  A sigmoid MLP is smooth along the
 # path and meets it at 64; a ReLU CNN with max pooling is piecewise linear, converges slowly and may end a few
@@ -25,6 +24,7 @@ def integrated_gradients(model: torch.nn.Module, x: np.ndarray, target: int,
     """
     inp = torch.as_tensor(np.asarray(x, dtype=np.float32).reshape(1, 784))
     base = torch.zeros_like(inp)
+    from captum.attr import IntegratedGradients  # here: a second of import every dashboard worker would pay
     ig = IntegratedGradients(model)
     with torch.no_grad():
         diff = float(model(inp)[0, target] - model(base)[0, target])

@@ -7,7 +7,6 @@ it separates the digits more, but is slower and its distances are not to scale.
 import importlib.util
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 METHODS = ("pca", "umap")
 SEED = 0
@@ -26,6 +25,7 @@ def embed(acts: np.ndarray, method: str = "pca") -> tuple[np.ndarray, str]:
         import umap  # optional: imported only when asked for and installed
         xy = umap.UMAP(n_components=2, random_state=SEED).fit_transform(acts)
         return xy.astype(np.float32), "UMAP (umap-learn, 15 neighbours, seed 0)"
+    from sklearn.decomposition import PCA  # here: scikit-learn costs every dashboard worker a second to import
     pca = PCA(n_components=2, svd_solver="full", random_state=SEED).fit(acts)
     xy = pca.transform(acts)
     share = pca.explained_variance_ratio_

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.ensemble import RandomForestRegressor
 
 MIN_RUNS = 8
 SEED = 0
@@ -44,6 +43,7 @@ def importance(runs: pd.DataFrame, params: list[str], metric: str) -> Importance
     cols = [encode(runs[f"params.{p}"].fillna("—")) for p in params]
     x = np.column_stack([c for c, _ in cols])
     y = runs[metric].astype(float).to_numpy()
+    from sklearn.ensemble import RandomForestRegressor  # here: scikit-learn is slow to import
     forest = RandomForestRegressor(n_estimators=N_TREES, random_state=SEED).fit(x, y)
     rows = []
     for j, (p, (col, numeric)) in enumerate(zip(params, cols)):

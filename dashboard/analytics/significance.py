@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.contingency_tables import mcnemar
 
 ALPHA = 0.05
 MIN_SEEDS = 2
@@ -36,6 +35,7 @@ def contingency(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray) -> n
 
 def mcnemar_pair(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray) -> PairTest:
     table = contingency(pred_a, pred_b, labels)
+    from statsmodels.stats.contingency_tables import mcnemar  # here: statsmodels is slow to import
     p = float(mcnemar(table, exact=True).pvalue)
     n = table.sum()
     return PairTest(int(table[0, 0]), int(table[1, 0]), int(table[0, 1]), int(table[1, 1]), p,
