@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, all_runs
 from training import contract as C
+from training.location import tracking_uri
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -45,7 +46,8 @@ def _start(tmp_path, mode: str) -> subprocess.Popen:
 
 def _only_run():
     (run,) = all_runs()
-    steps = [m.step for m in MlflowClient().get_metric_history(run.info.run_id, C.TEST_ACC)]
+    # The store this test's process points at: a bare MlflowClient() follows whatever URI an earlier test set.
+    steps = [m.step for m in MlflowClient(tracking_uri()).get_metric_history(run.info.run_id, C.TEST_ACC)]
     return run, steps
 
 
