@@ -1,23 +1,34 @@
-"""Server-side latency of the dashboard's three heaviest reads, on a 1,000-run store.
+"""Server-side latency of the dashboard's heaviest reads, on a store of many runs.
 
-    python benchmarks/dashboard_latency.py [--runs 1000] [--epochs 20] [--keep DIR]
+    python benchmarks/dashboard_latency.py [--runs 1000] [--epochs 20] [--keep DIR] [--no-server]
 
-It logs contract-shaped runs (params, per-epoch metrics, per-layer grad_norm and
-dead_fraction, and snapshots for the run-detail run) through MlflowClient into a
-temporary SQLite store, then times, in this process:
+It logs contract-shaped runs (params, per-epoch metrics with the running best, per-layer grad_norm and
+dead_fraction, and snapshots for the run-detail run) through MlflowClient into a SQLite store (a temporary
+one, or DIR, reused when it already holds that many runs), then times, in this process:
 
-  runs page    the runs of the experiment, final and best test_acc, the table rows and both grid-review figures
-  compare      10 runs: curves for four metrics, the params and metrics tables
-  run detail   one run's metric histories, its snapshot list and every snapshot (the per-epoch views)
+  runs page           the page's whole answer: its layout with the table rows, both grid-review figures and
+                      the importance section, serialised to JSON as Dash sends it
+  filtered runs page  the same with an MLflow filter (params.lr = '3.0': a fifth of the runs)
+  compare             10 runs: curves for four metrics, the params and metrics tables
+  run detail          one run's metric histories, its snapshot list and every snapshot (the per-epoch views)
 
-"cold" is the first call (empty caches), "warm" the median of the next five.  Goal: each under 1 s warm.
+Each runs page is set beside MLflow's own `search_runs` returning the same runs (one call), timed in turn
+with it: "cold" is the first call of each (the dashboard's caches empty), "warm" the median of the next
+five.  The runs pages are timed on the SQLite store and again through `mlflow server` on the same store
+(unless --no-server).  Goals: each runs page within 2x of search_runs, cold and warm; compare and run
+detail under 1 s warm.
 """
 import argparse
+import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SIZES = (784, 30, 10)
 LAYERS = ("fc1", "fc2")
 WARM_REPEATS = 5
+EXPERIMENT = "latency"
+FILTER = "params.lr = '3.0'"
 
 
 def log_store(n_runs: int, epochs: int, snapshot_runs: int) -> tuple[str, list[str]]:
@@ -37,10 +50,11 @@ def log_store(n_runs: int, epochs: int, snapshot_runs: int) -> tuple[str, list[s
     from mlflow.tracking import MlflowClient
 
     from training import contract as C
+    from training.running_best import RunningBest
     from training.tracking import tracking_uri
     client = MlflowClient(tracking_uri())
     artifacts = Path(os.environ["BENCH_ARTIFACTS"])
-    exp = client.create_experiment("latency", artifact_location=artifacts.as_uri())
+    exp = client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
     rng = np.random.default_rng(0)
     grid = [(lr, bs, seed) for lr in (0.1, 0.3, 1.0, 3.0, 10.0) for bs in (10, 20, 50, 100) for seed in range(50)]
     ids, t0 = [], time.perf_counter()
@@ -55,7 +69,7 @@ def log_store(n_runs: int, epochs: int, snapshot_runs: int) -> tuple[str, list[s
                   **{f"{C.PARAM_SHA256_PREFIX}{f}": "ab" * 32 for f in ("train-images", "train-labels",
                                                                         "test-images", "test-labels")}}
         ceiling = 0.90 + 0.05 * rng.random()
-        metrics = []
+        metrics, best = [], RunningBest()
         for e in range(epochs + 1):
             acc = ceiling * (1 - np.exp(-(e + 0.1) * lr / 2)) + 0.01 * rng.standard_normal()
             values = {C.TRAIN_LOSS: 1 - acc, C.TEST_LOSS: 1.05 - acc, C.TRAIN_ACC: acc + 0.01, C.TEST_ACC: acc,
@@ -63,6 +77,7 @@ def log_store(n_runs: int, epochs: int, snapshot_runs: int) -> tuple[str, list[s
             for layer in LAYERS:
                 values[C.grad_norm_key(layer)] = float(rng.random())
                 values[C.dead_fraction_key(layer)] = float(rng.random() * 0.1)
+            values |= best.update(e, values)
             metrics += [Metric(k, float(v), 1_700_000_000_000 + e, e) for k, v in values.items()]
         for start in range(0, len(metrics), 1000):  # MLflow's log_batch limit
             client.log_batch(rid, metrics=metrics[start:start + 1000],
@@ -97,14 +112,21 @@ def log_snapshots(client, run_id: str, epochs: int, rng) -> None:
             client.log_artifact(run_id, str(path), C.SNAPSHOT_DIR)
 
 
-def runs_page(experiment_id: str):
-    from dashboard.views import runs_view as V
-    frame = V.load_runs(experiment_id)
-    params = V.varying_params(frame)
-    V.table_rows(frame)
-    V.parallel_figure(frame, params)
-    V.heatmap_figure(frame, *V.default_axes(params))
-    return len(frame)
+def runs_page(experiment_id: str, filter_string: str = "") -> int:
+    """The runs page's answer as Dash sends it: its layout function, serialised to JSON.  Returns its size."""
+    import plotly
+    from dashboard.pages import runs
+    layout = runs.layout(experiment=experiment_id, filter=filter_string or None)
+    return len(json.dumps(layout, cls=plotly.utils.PlotlyJSONEncoder))
+
+
+def mlflow_search(experiment_id: str, filter_string: str = "") -> int:
+    """MLflow's own search for the same runs, in one call, as a script would ask for them."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+    from training.tracking import tracking_uri
+    return len(MlflowClient(tracking_uri()).search_runs([experiment_id], filter_string, ViewType.ACTIVE_ONLY,
+                                                        max_results=50_000))
 
 
 def compare(run_ids: list[str]):
@@ -144,27 +166,117 @@ def timed(fn, *args) -> tuple[float, float]:
     return cold, statistics.median(warm)
 
 
+def _seconds(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def beside_search(experiment_id: str, filter_string: str) -> tuple[float, float, float, float]:
+    """(ours cold, search cold, ours warm, search warm): the runs page and MLflow's search for the same runs,
+    in turn.  Cold empties the dashboard's in-process caches first; warm is the median of WARM_REPEATS turns."""
+    from dashboard import cache
+    cache.clear()
+    search_cold = _seconds(mlflow_search, experiment_id, filter_string)
+    cache.clear()
+    ours_cold = _seconds(runs_page, experiment_id, filter_string)
+    ours, theirs = [], []
+    for _ in range(WARM_REPEATS):
+        theirs.append(_seconds(mlflow_search, experiment_id, filter_string))
+        ours.append(_seconds(runs_page, experiment_id, filter_string))
+    return ours_cold, search_cold, statistics.median(ours), statistics.median(theirs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(root: Path, backend_uri: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "2"], stdout=log, stderr=log, start_new_session=True,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"error: mlflow server exited with {proc.returncode}; see {root / 'server.log'}")
+        try:
+            urllib.request.urlopen(url + "/health", timeout=5).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("error: mlflow server did not answer in 180 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def existing(n_runs: int) -> tuple[str, list[str]] | None:
+    """The experiment and run ids of a kept store that already holds n_runs finished runs, else None."""
+    from mlflow.tracking import MlflowClient
+    from training.tracking import tracking_uri
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], max_results=50_000, order_by=["attributes.start_time ASC"])
+    return (exp.experiment_id, [r.info.run_id for r in runs]) if len(runs) == n_runs else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--keep", help="build the store in this folder and leave it (default: a temp folder, removed)")
+    p.add_argument("--keep", help="build the store in this folder and leave it, or reuse the one there "
+                                  "(default: a temp folder, removed)")
+    p.add_argument("--no-server", action="store_true", help="time the SQLite store only, not through mlflow server")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dash-latency-") as tmp:
         root = Path(args.keep or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db?timeout=60"
+        backend = f"sqlite:///{root}/mlflow.db?timeout=60"
+        os.environ["MLFLOW_TRACKING_URI"] = backend
         os.environ["BENCH_ARTIFACTS"] = str(root / "artifacts")
-        print(f"logging {args.runs} runs x {args.epochs + 1} epochs into {root} ...", flush=True)
-        t0 = time.perf_counter()
-        exp, ids = log_store(args.runs, args.epochs, snapshot_runs=1)
-        print(f"logged in {time.perf_counter() - t0:.0f} s\n", flush=True)
+        os.environ["DASHBOARD_CACHE_DIR"] = str(Path(tmp) / "cache")
+        found = existing(args.runs) if args.keep else None
+        if found:
+            exp, ids = found
+            print(f"reusing the {args.runs} runs in {root}\n", flush=True)
+        else:
+            print(f"logging {args.runs} runs x {args.epochs + 1} epochs into {root} ...", flush=True)
+            t0 = time.perf_counter()
+            exp, ids = log_store(args.runs, args.epochs, snapshot_runs=1)
+            print(f"logged in {time.perf_counter() - t0:.0f} s\n", flush=True)
         from dashboard import store
         store.experiments()  # open the client and its DB connection: "cold" measures the reads, not start-up
-        results = [("runs page", f"{args.runs} runs", timed(runs_page, exp)),
-                   ("compare", "10 runs", timed(compare, ids[:10])),
+        pages = [("sqlite", "runs page", "", beside_search(exp, "")),
+                 ("sqlite", "filtered", FILTER, beside_search(exp, FILTER))]
+        results = [("compare", "10 runs", timed(compare, ids[:10])),
                    ("run detail", f"{args.epochs + 1} snapshots", timed(run_detail, ids[-1]))]
-    print(f"{'view':<12} {'size':<14} {'cold s':>8} {'warm s':>8} {'cold/warm':>10}  goal: warm < 1 s")
+        if not args.no_server:
+            server, url = start_mlflow_server(root, backend)
+            try:
+                os.environ["MLFLOW_TRACKING_URI"] = url
+                pages += [("server", "runs page", "", beside_search(exp, "")),
+                          ("server", "filtered", FILTER, beside_search(exp, FILTER))]
+            finally:
+                stop(server)
+    print(f"{args.runs} runs; each runs page beside MLflow's search_runs returning the same runs (goal: at most 2x)")
+    print(f"{'store':<7} {'page':<10} {'cold s':>7} {'search':>7} {'ratio':>6}   {'warm s':>7} {'search':>7} {'ratio':>6}")
+    for backend_name, name, filter_string, (oc, sc, ow, sw) in pages:
+        print(f"{backend_name:<7} {name:<10} {oc:7.2f} {sc:7.2f} {oc / sc:5.2f}x   {ow:7.2f} {sw:7.2f} {ow / sw:5.2f}x"
+              + (f"   ({filter_string})" if filter_string else ""))
+    print(f"\n{'view':<12} {'size':<14} {'cold s':>8} {'warm s':>8} {'cold/warm':>10}  goal: warm < 1 s")
     for name, size, (cold, warm) in results:
         ok = "ok" if warm < 1 else "SLOW"
         print(f"{name:<12} {size:<14} {cold:8.3f} {warm:8.3f} {cold / warm:10.1f}  {ok}")

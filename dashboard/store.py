@@ -31,7 +31,7 @@ from training.architecture import RunLayers, run_layers
 from training.location import tracking_uri
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-MAX_RUNS = 5000
+MAX_RUNS = 50_000  # the most one MLflow search may return (SEARCH_MAX_RESULTS_THRESHOLD): asked for in one call
 MLFLOW_INF = np.finfo(np.float64).max  # how MLflow's SQL store keeps +inf (and -inf as its negative)
 
 
@@ -129,7 +129,7 @@ def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
             return list(hit[2])
     runs, token = [], None
     while len(runs) < MAX_RUNS:
-        page = _search(experiment_ids, filter_string, 1000, token)
+        page = _search(experiment_ids, filter_string, MAX_RUNS - len(runs), token)
         runs.extend(page)
         token = page.token
         if not token:

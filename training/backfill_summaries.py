@@ -1,22 +1,25 @@
-"""Add the per-layer unit summaries (training.layer_summaries) to finished runs already in a store.
+"""Add the per-layer unit summaries (training.layer_summaries) and the running best test accuracy
+(training.running_best) to finished runs already in a store.
 
     python -m training.backfill_summaries [--experiment NAME]
 
-Idempotent: a run that already carries every summary of its hidden layers is skipped, so running it
-twice logs no value twice.  Snapshots are read through the dashboard's validated loader
+Idempotent: a run that already carries every summary of its hidden layers, or its running best, is
+skipped for that part, so running it twice logs no value twice.  The running best is added to any finished
+run with a test_acc history, another tool's included.  Snapshots are read through the dashboard's validated loader
 (dashboard.store.load_snapshot); runs that are not ours (no config in their params), unfinished, or
 without a snapshot are counted and skipped.
 """
 import argparse
 import os
 import sys
+import time
 
-from mlflow.entities import ViewType
+from mlflow.entities import Metric, ViewType
 from tqdm import tqdm
 
 from dashboard import store
 from training import contract as C
-from training import layer_summaries
+from training import layer_summaries, running_best
 from training.architecture import layers_of
 from training.config import RunConfig
 from training.errors import UserError
@@ -35,6 +38,19 @@ def experiment_ids(name: str | None) -> list[str]:
         raise UserError(f"experiment '{name}' is not in the store at {store.tracking_uri()}; "
                         f"leave out --experiment to backfill every experiment")
     return [exp.experiment_id]
+
+
+def backfill_best(run) -> bool:
+    """Log the running best of a finished run's test_acc history, at each step; True if anything was logged."""
+    if run.info.status != C.STATUS_FINISHED or C.BEST_TEST_ACC in run.data.metrics or C.TEST_ACC not in run.data.metrics:
+        return False
+    history = store.metric_history(run.info.run_id, C.TEST_ACC)
+    steps = running_best.series(list(zip(history["step"].tolist(), history["value"].tolist())))
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, v, ts, step) for step, values in steps for k, v in values.items()]
+    for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+        store.client().log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+    return bool(metrics)
 
 
 def backfill_run(run) -> str:
@@ -62,6 +78,8 @@ def backfill(experiment: str | None = None, progress: bool = True) -> dict[str, 
     counts: dict[str, int] = {}
     for run in tqdm(runs, desc="layer summaries", unit="run", disable=not progress, file=sys.stderr):
         try:
+            if backfill_best(run):
+                counts["best"] = counts.get("best", 0) + 1
             outcome = backfill_run(run)
         except store.StoreError as e:
             outcome = "unreadable snapshot"
@@ -81,9 +99,10 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    added, had = counts.pop("added", 0), counts.pop("had", 0)
+    added, had, best = counts.pop("added", 0), counts.pop("had", 0), counts.pop("best", 0)
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
     print(f"layer summaries added to {added} runs; {had} already had them" + (f"; skipped: {skipped}" if skipped else ""))
+    print(f"running best test accuracy added to {best} runs")
     return 0
 
 

@@ -7,15 +7,16 @@ step count (see `training.cohorts`).  A single run is a cohort of one, so
 The engine knows nothing of MLflow: it reports each model's epochs to a sink
 (see `training.tracking`).  Epoch 0 is the untrained network.
 
-Each epoch's evaluation runs on a second thread, over a copy of the weights taken
-as the epoch ends, while the next epoch trains; so a model that diverged is found
-(and stops training) one epoch later than its metrics say, and never logs the
-epoch it diverged at.  The evaluation in flight is always waited for before
-train_cohort returns or raises, so every epoch it reports reaches the sink first.
+Each epoch's evaluation runs here, on the training thread, before the next epoch.
+It was tried on a second thread, overlapping the next epoch: any thread that runs
+torch ops gets its own OpenMP thread team, and on this 2-core machine that made
+every training step 2-3x slower, even while the evaluation thread sat idle
+(benchmarks/grid_throughput.py; the evaluation itself costs a few per cent).
+MLflow's writes do go to a background thread (training.tracking), as they run no
+torch ops.
 """
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,11 +98,7 @@ class _Cohort:
         self.configs, self.data, self.sink, self.progress = configs, data, sink, progress
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.net = StackedNet(first, [init_params(c, g) for c, g in zip(configs, self.generators)])
-        # The evaluation thread's own copy of the weights, refreshed as each epoch ends.
-        self.eval_net = StackedNet(first, [self.net.model_params(k) for k in range(len(configs))])
-        self.evaluator = Evaluator(self.eval_net, first)
-        self._evaluation = ThreadPoolExecutor(1, thread_name_prefix="evaluation")
-        self._pending: Future | None = None
+        self.evaluator = Evaluator(self.net, first)
         self.x_train, self.y_train = data.train_x[:first.train_size], data.train_y[:first.train_size]
         self.x_val, self.y_val = held_out(data, first)
         self.stepper = make_stepper(configs, self.net, self.x_train, self.y_train)
@@ -132,40 +129,16 @@ class _Cohort:
         self._progress(self.n_steps % tick)
         return self._mean_norms(norms), time.perf_counter() - start
 
-    def report_async(self, epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:
-        """Evaluate the weights as they are now on the evaluation thread, after the evaluation before it."""
-        self.collect()
-        with torch.no_grad():
-            for name, param in self.net.params.items():
-                self.eval_net.params[name].copy_(param)
-        self._pending = self._evaluation.submit(self.report, epoch, grad_norms, seconds, list(self.alive))
-
-    def collect(self) -> None:
-        """Wait for the evaluation in flight; the models it found diverged stop training and their runs fail."""
-        if self._pending is None:
-            return
-        pending, self._pending = self._pending, None
-        for k, why in pending.result():
-            self.alive[k] = False
-            self.stepper.disable(k)
-            self.sink.fail(k, why)
-
-    def close(self) -> None:
-        """Let the evaluation in flight finish (its epochs reach the sink), however training ends."""
-        self._evaluation.shutdown(wait=True)
-
-    def report(self, epoch: int, grad_norms: torch.Tensor, seconds: float, alive: list[bool]) -> list[tuple[int, str]]:
-        """Evaluate every model of the evaluation copy; report each live one's epoch to the sink.  Returns the
-        models that diverged, with why."""
+    def report(self, epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:
+        """Evaluate every model; report each live one's epoch, or its divergence, to the sink."""
         ev = self.evaluator.full(self.data.test_x, self.data.test_y)
         x, y = self.x_train[:TRAIN_EVAL_SIZE], self.y_train[:TRAIN_EVAL_SIZE]
         train_loss, train_acc = self.evaluator.loss_acc(x, y)
         val_loss, val_acc = self.evaluator.loss_acc(self.x_val, self.y_val) if len(self.x_val) else (None, None)
         dead = ev.dead_fractions(self.first.activation)
         layers = [layer.name for layer in self.net.layers]
-        diverged = []
         for k, config in enumerate(self.configs):
-            if not alive[k]:
+            if not self.alive[k]:
                 continue
             if epoch == 0:
                 self.initial_loss[k] = float(train_loss[k])
@@ -174,12 +147,13 @@ class _Cohort:
             norms = dict(zip(layers, grad_norms[k].tolist()))
             why = divergence(epoch, train[0], self.initial_loss[k], [*train, *test, *(val or ()), *norms.values()])
             if why:
-                diverged.append((k, why))
+                self.alive[k] = False
+                self.stepper.disable(k)
+                self.sink.fail(k, why)
                 continue
             metrics = epoch_metrics(train, test, seconds, norms, {l: float(d[k]) for l, d in zip(layers, dead)}, val)
-            snap = snapshot(self.eval_net, self.first, k, ev, self.data.test_y) if wants_snapshot(epoch, config) else None
+            snap = snapshot(self.net, self.first, k, ev, self.data.test_y) if wants_snapshot(epoch, config) else None
             self.sink.log_epoch(k, epoch, metrics, snap)
-        return diverged
 
     def final_params(self) -> list[dict[str, torch.Tensor] | None]:
         return [self.net.model_params(k) if alive else None for k, alive in enumerate(self.alive)]
@@ -196,17 +170,13 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     """Train every config of one cohort together; report each model's epochs to `sink`."""
     assert all(cohort_key(c) == cohort_key(configs[0]) for c in configs), "configs are not one cohort"
     cohort = _Cohort(configs, data, sink, progress)
-    try:
-        cohort.report_async(0, cohort.untrained_grad_norms(), 0.0)
-        for epoch in range(1, configs[0].epochs + 1):
-            if not any(cohort.alive):
-                break
-            grad_norms, seconds = cohort.train_epoch()
-            interrupt.check()
-            cohort.report_async(epoch, grad_norms, seconds)
-        cohort.collect()
-    finally:
-        cohort.close()
+    cohort.report(0, cohort.untrained_grad_norms(), 0.0)
+    for epoch in range(1, configs[0].epochs + 1):
+        if not any(cohort.alive):
+            break
+        grad_norms, seconds = cohort.train_epoch()
+        interrupt.check()
+        cohort.report(epoch, grad_norms, seconds)
     return CohortResult(cohort.final_params())
 
 

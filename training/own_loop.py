@@ -35,6 +35,7 @@ from training.layer_capture import Capture, ModelError, check_model, find_layers
 from training.lifecycle import Interrupted, OpenRuns, RunLifecycle
 from training.own_loop_epoch import default_loss, epoch_records
 from training.run_description import History, outcome
+from training.running_best import RunningBest
 from training.store_connection import retry
 
 DEFAULT_EXPERIMENT = RunConfig.__dataclass_fields__[C.PARAM_EXPERIMENT].default
@@ -144,6 +145,7 @@ class LoggedRun(_Opened):
         self.loss_fn, self.grad_norms, self.snapshot_every = loss_fn or default_loss, grad_norms, snapshot_every
         self.user_params = _params(params)
         self.run_id, self.status, self.history = None, None, []
+        self._best = RunningBest()
         self.logging_seconds: dict[int, float] = {}
         self._hooks, self._norm_sums, self._counts = [], {}, {}  # layer -> summed norm, backward passes
 
@@ -206,6 +208,7 @@ class LoggedRun(_Opened):
         metrics = {**rec.metrics, C.EPOCH_SECONDS: seconds}
         metrics |= {k: float(v) for k, v in ((C.TRAIN_LOSS, train_loss), (C.TRAIN_ACC, train_acc)) if v is not None}
         metrics |= {C.grad_norm_key(n): float(s) / self._counts[n] for n, s in self._norm_sums.items()}
+        metrics |= self._best.update(epoch, metrics)
         self._norm_sums, self._counts = {}, {}
         self._write(epoch, metrics, rec if with_snapshot else None)
         self.history.append((epoch, metrics))

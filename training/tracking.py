@@ -35,6 +35,7 @@ from training.lifecycle import OpenRuns
 from training.location import DEFAULT_STORE, sqlite_artifact_root, tracking_uri, uses_default_store
 from training.models import layers_of, n_params, to_module
 from training.run_description import History, Predictions, describe
+from training.running_best import RunningBest
 from training.store_connection import TrackingLostError, check_reachable, retry
 
 
@@ -165,6 +166,7 @@ class MlflowSink:
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
         self.predictions: list[Predictions | None] = [None] * len(configs)  # from each run's last snapshot
+        self.best = [RunningBest() for _ in configs]
         source = source_tags(source)
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
@@ -181,8 +183,9 @@ class MlflowSink:
 
     def log_epoch(self, k, epoch, metrics, snapshot):
         """Queue the epoch for the writer thread; raises what an earlier write failed with."""
+        metrics = {**metrics, **self.best[k].update(epoch, metrics)}
         try:
-            self.writer.put(EpochWrite(k, epoch, dict(metrics), int(time.time() * 1000), snapshot))
+            self.writer.put(EpochWrite(k, epoch, metrics, int(time.time() * 1000), snapshot))
         except TrackingLostError as e:
             raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
 

@@ -39,7 +39,7 @@ def _columns() -> list[dict]:
               "tooltipField": "run_id", "filter": True},
              {"field": "status", "width": 105, "cellClass": {"function": "'status-' + params.value"}},
              {"field": "final_test_acc", "headerName": "final test acc", "valueFormatter": pct, "width": 120, **num},
-             {"field": "best_test_acc", "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
+             {"field": C.BEST_TEST_ACC, "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
             + [{"field": p, "headerName": HEADERS.get(p, p), "width": 80 if p in NARROW else 100} for p in V.KEY_PARAMS]
             + [{"field": "duration_s", "headerName": "duration", "width": 105, **num,
                 "valueFormatter": {"function": "formatDuration(params.value)"}},

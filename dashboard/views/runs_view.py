@@ -27,34 +27,43 @@ SUMMARY_LABELS = {"class_selective": "class-selective units", "feature_selective
                   "dead": "dead units", "mean_si": "mean selectivity index"}
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
-    "best_test_acc": ("best test accuracy", True),
+    C.BEST_TEST_ACC: ("best test accuracy", True),
     "final_test_loss": ("final test loss", False),
     "final_train_acc": ("final train accuracy", True),
 }
 
 
 def load_runs(experiment_id: str, filter_string: str = "") -> pd.DataFrame:
-    """Runs of one experiment matching the filter, with final and best test_acc.  StoreError on a bad filter."""
+    """Runs of one experiment matching the filter, with final and best test_acc.  StoreError on a bad filter.
+
+    A run logs its running best (contract BEST_TEST_ACC, BEST_EPOCH), which the search already returns; only
+    runs from before that, or from other tools, have their test_acc history read, so 10,000 runs on a
+    tracking server cost no request per run.
+    """
     runs = store.search_runs([experiment_id], filter_string or "")
     frame = store.runs_frame(runs)
-    hist = store.metric_histories(runs, [C.TEST_ACC])
-    return add_summaries(frame, hist)
+    older = [r for r in runs if C.BEST_TEST_ACC not in r.data.metrics]
+    return add_summaries(frame, store.metric_histories(older, [C.TEST_ACC]))
 
 
 def add_summaries(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
-    """Columns for the table and figures: final_* (latest step), best_test_acc and the epoch it was reached."""
+    """Columns for the table and figures: final_* (latest step), best test_acc and the epoch it was reached.
+
+    The best is the run's logged running best where it has one, else the maximum of its history in `hist`."""
     out = frame.copy()
     if out.empty:
         return out
     for key in (C.TEST_ACC, C.TEST_LOSS, C.TRAIN_ACC):
         out[f"final_{key}"] = pd.to_numeric(out.get(f"metrics.{key}"), errors="coerce")
+    for key in (C.BEST_TEST_ACC, C.BEST_EPOCH):
+        out[key] = pd.to_numeric(out.get(f"metrics.{key}"), errors="coerce") if f"metrics.{key}" in out else np.nan
     acc = hist[(hist["key"] == C.TEST_ACC) & np.isfinite(hist["value"])]
-    if acc.empty:
-        out["best_test_acc"], out["best_epoch"] = np.nan, np.nan
-    else:
-        best = acc.loc[acc.groupby("run_id")["value"].idxmax(), ["run_id", "value", "step"]]
-        best = best.rename(columns={"value": "best_test_acc", "step": "best_epoch"}).set_index("run_id")
-        out = out.join(best, on="run_id")
+    if not acc.empty:
+        best = acc.loc[acc.groupby("run_id")["value"].idxmax(), ["run_id", "value", "step"]].set_index("run_id")
+        from_history = out["run_id"].isin(best.index) & out[C.BEST_TEST_ACC].isna()
+        rows = out.loc[from_history, "run_id"]
+        out.loc[from_history, C.BEST_TEST_ACC] = best.loc[rows, "value"].to_numpy()
+        out.loc[from_history, C.BEST_EPOCH] = best.loc[rows, "step"].to_numpy().astype(float)
     return out
 
 
@@ -79,8 +88,8 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
             duration = (now - r["start_time"]).total_seconds()
         row = {"run_id": r["run_id"], "name": r.get("name") or r["run_id"][:8], "status": r["status"],
                "parent": parent, "is_parent": bool(r.get("is_grid_parent")),
-               "final_test_acc": _num(r.get("final_test_acc")), "best_test_acc": _num(r.get("best_test_acc")),
-               "best_epoch": _num(r.get("best_epoch")),
+               "final_test_acc": _num(r.get("final_test_acc")), C.BEST_TEST_ACC: _num(r.get(C.BEST_TEST_ACC)),
+               C.BEST_EPOCH: _num(r.get(C.BEST_EPOCH)),
                "duration_s": None if duration is None or _nan(duration) else float(duration),
                "start_time": None if pd.isna(r["start_time"]) else r["start_time"].strftime("%Y-%m-%d %H:%M:%S")}
         params = {p: v for p in (*KEY_PARAMS, C.PARAM_ARCH, C.PARAM_ARCH_LABEL)
@@ -94,8 +103,8 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
         if row["parent"]:
             p = by_id[row["parent"]]
             p["n_children"] = p.get("n_children", 0) + 1
-            if row["best_test_acc"] is not None:
-                p["best_test_acc"] = max(p["best_test_acc"] or 0.0, row["best_test_acc"])
+            if row[C.BEST_TEST_ACC] is not None:
+                p[C.BEST_TEST_ACC] = max(p[C.BEST_TEST_ACC] or 0.0, row[C.BEST_TEST_ACC])
     return group_children(rows)
 
 
