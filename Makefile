@@ -2,6 +2,7 @@
 PY      := .venv/bin/python
 REQ_SUM := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP   := .venv/.installed-$(REQ_SUM)
+PLOTLY_BUNDLE := .venv/share/mnistlab/plotly-cartesian-4.1.1.min.js
 RAY_STAMP := .venv/.ray-installed-$(shell sha256sum requirements-ray.txt | cut -c1-16)
 HOST    ?= 127.0.0.1
 PORT    ?= 8050
@@ -10,7 +11,7 @@ GRID    ?= training/grids/seeds.yaml
 
 .PHONY: install install-ray data browser run serve test test-fast bench screenshots
 
-install: $(STAMP)
+install: $(STAMP) $(PLOTLY_BUNDLE)
 
 # Keyed on the content of requirements.txt: a second `make install` does nothing until it changes.
 $(STAMP): requirements.txt
@@ -18,6 +19,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	@rm -f .venv/.installed-*
 	@touch $@
+
+# The smaller plotly.js most pages load (dashboard/plotly_bundle.py), from npm, sha256-checked.  Without npm
+# it says so and the pages load the full bundle, so a failure here stops nothing.
+$(PLOTLY_BUNDLE): $(STAMP)
+	$(PY) -m dashboard.plotly_bundle
 
 # Ray is optional (grids with --ray); keyed on requirements-ray.txt the same way.
 install-ray: $(RAY_STAMP)

@@ -1,0 +1,141 @@
+"""Which plotly.js a page loads, and when: the 1.5 MB cartesian bundle unless the page draws more, from the
+first moment of the page load.
+
+Why (benchmarks/page_load.py, headless Chromium): most of the time to a page's first chart went to
+loading, parsing and running plotly.js, and Dash only starts fetching it once the first graph mounts,
+after its layout round trips.  The cartesian bundle (npm's plotly.js-cartesian-dist-min, the same
+plotly.js version plotly.py ships) runs in about half the time of the full 4.8 MB one.  A loader in the
+page's <head> starts the right bundle at once and sets `window.Plotly` to a promise of it, which Dash's
+graph awaits instead of fetching its own copy.
+
+Three pages draw traces the cartesian bundle lacks, so they load the full one: the runs page (parcoords),
+the run page (the loss landscape's surface) and the layer map (scattergl).  Dash moves between pages
+without reloading; moving to one of those from a page that loaded the cartesian bundle loads it afresh.
+
+`make install` fetches the bundle once (python -m dashboard.plotly_bundle) and checks its sha256; when it
+is missing, or plotly.py ships another plotly.js version, every page loads plotly.py's full bundle.
+"""
+import functools
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+PACKAGE = "plotly.js-cartesian-dist-min"
+VERSION = "4.1.1"
+SHA256 = "79542150855a52c567260e3137095dbe2b744e6d702a5cabe67da246942fba7a"  # package/plotly-cartesian.min.js
+ROUTE = f"/_mnistlab/plotly-cartesian-{VERSION}.min.js"  # the version in the name: cached for good
+# The trace types the cartesian bundle registers (its README); tests/test_plotly_bundle.py checks every
+# figure the dashboard builds against this list and FULL_PAGES.
+CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
+                              "image", "pie", "scatter", "scatterternary", "violin"})
+# Paths (regular expressions, JavaScript and Python alike) of the pages that need the full bundle.
+FULL_PAGES = (r"^/$", r"^/runs/[^/]+/?$", r"^/runs/[^/]+/neurons/map/?$")
+
+LOADER = """<script>
+(function () {
+  var cfg = window.mnistlabPlotly = %(config)s;
+  function needsFull(path) {
+    path = path.slice(cfg.prefix.length - 1) || "/";
+    return !cfg.cartesian || cfg.fullPages.some(function (re) { return new RegExp(re).test(path); });
+  }
+  // Fetched at once, run once the page's own scripts have run: Dash then sends its first requests
+  // before plotly.js takes the main thread, so the server works while the browser parses it.
+  function load(src, fallback) {
+    var hint = document.createElement("link");
+    hint.rel = "preload"; hint.as = "script"; hint.href = src;
+    document.head.appendChild(hint);
+    return new Promise(function (resolve, reject) {
+      function run() {
+        var s = document.createElement("script");
+        s.src = src;
+        s.onload = function () { resolve(window.Plotly); };
+        s.onerror = function () { fallback ? load(fallback).then(resolve, reject) : reject(new Error(src)); };
+        document.head.appendChild(s);
+      }
+      document.readyState === "loading" ? document.addEventListener("DOMContentLoaded", run) : run();
+    });
+  }
+  cfg.loaded = needsFull(location.pathname) ? "full" : "cartesian";
+  // Dash's graph awaits window.Plotly when it is a promise; the bundle replaces it with itself as it runs.
+  window.Plotly = cfg.loaded === "full" ? load(cfg.full) : load(cfg.cartesian, cfg.full);
+  function reloadFor(path) { return cfg.loaded === "cartesian" && needsFull(path); }
+  var push = history.pushState;
+  history.pushState = function (state, title, url) {
+    var target = new URL(url == null ? location.href : url, location.href);
+    if (reloadFor(target.pathname)) { location.assign(target.href); return; }
+    return push.apply(this, arguments);
+  };
+  window.addEventListener("popstate", function () { if (reloadFor(location.pathname)) location.reload(); }, true);
+})();
+</script>"""
+
+
+def bundle_path() -> Path:
+    """Where `make install` puts the bundle: inside the virtual environment, which it belongs with."""
+    return Path(sys.prefix) / "share" / "mnistlab" / f"plotly-cartesian-{VERSION}.min.js"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.cache
+def cartesian_available() -> bool:
+    """The bundle is installed, intact, and the same plotly.js version as plotly.py's full bundle."""
+    from plotly.offline import get_plotlyjs_version
+    path = bundle_path()
+    return path.is_file() and get_plotlyjs_version() == VERSION and _sha256(path) == SHA256
+
+
+def loader(prefix: str) -> str:
+    """The <head> script for an app served under `prefix` (Dash's requests_pathname_prefix)."""
+    config = {"prefix": prefix, "fullPages": list(FULL_PAGES),
+              "cartesian": prefix + ROUTE.lstrip("/") if cartesian_available() else None,
+              "full": prefix + "_dash-component-suites/plotly/package_data/plotly.min.js"}
+    return LOADER % {"config": json.dumps(config)}
+
+
+def install(app) -> None:
+    """Serve the bundle and put the loader first in every page's <head>."""
+    import flask
+
+    @app.server.route(ROUTE)
+    def _cartesian_bundle():
+        if not cartesian_available():
+            flask.abort(404)
+        return flask.send_file(bundle_path(), mimetype="text/javascript", max_age=365 * 24 * 3600)
+
+    app.index_string = app.index_string.replace("<head>", "<head>\n" + loader(app.config.requests_pathname_prefix), 1)
+
+
+def fetch() -> str:
+    """Fetch the bundle from npm into bundle_path(), checked by sha256.  Returns what happened, in one line."""
+    path = bundle_path()
+    if path.is_file() and _sha256(path) == SHA256:
+        return f"plotly.js cartesian bundle {VERSION}: already installed"
+    if shutil.which("npm") is None:
+        return "plotly.js cartesian bundle: npm not found; pages will load plotly.js's full bundle"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}", "--silent"], cwd=tmp, capture_output=True,
+                             text=True, timeout=300)
+        tgz = next(Path(tmp).glob("*.tgz"), None)
+        if out.returncode != 0 or tgz is None:
+            return f"plotly.js cartesian bundle: npm pack failed ({out.stderr.strip()[:120]}); pages will load the full bundle"
+        with tarfile.open(tgz) as tar:
+            data = tar.extractfile("package/plotly-cartesian.min.js").read()
+    if hashlib.sha256(data).hexdigest() != SHA256:
+        return "plotly.js cartesian bundle: sha256 mismatch, not installed; pages will load the full bundle"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    part.write_bytes(data)
+    part.replace(path)  # never a half-written bundle under the real name
+    return f"plotly.js cartesian bundle {VERSION}: installed in {path.parent}"
+
+
+if __name__ == "__main__":
+    print(fetch())

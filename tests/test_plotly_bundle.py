@@ -1,0 +1,72 @@
+"""The plotly.js each page loads: the cartesian bundle where every trace it draws is in it, the full one
+elsewhere, and a fresh load when a page needs more than the bundle already running."""
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dashboard import plotly_bundle as B
+from tests.conftest import REPO, assert_no_dash_errors
+
+TIMEOUT = 20000
+# Where each page that draws a non-cartesian trace gets it from, and a path of that page.
+NON_CARTESIAN_VIEWS = {"views/runs_view.py": "/", "views/run_detail_view.py": "/runs/0123abcd",
+                       "views/neuron_map_view.py": "/runs/0123abcd/neurons/map"}
+
+
+def trace_types(source: str) -> set[str]:
+    """Trace types a module builds with plotly.graph_objects, e.g. go.Scattergl( -> 'scattergl'."""
+    return {m.lower() for m in re.findall(r"\bgo\.([A-Z][A-Za-z0-9]*)\(", source)} - {"figure"}
+
+
+def test_every_non_cartesian_trace_is_drawn_only_on_a_page_that_loads_the_full_bundle():
+    found = {}
+    for path in (REPO / "dashboard").rglob("*.py"):
+        extra = trace_types(path.read_text()) - B.CARTESIAN_TRACES
+        if extra:
+            found[str(path.relative_to(REPO / "dashboard"))] = extra
+    assert found, "the tripwire found no trace at all: its pattern is stale"
+    assert set(found) <= set(NON_CARTESIAN_VIEWS), f"add the page to plotly_bundle.FULL_PAGES: {found}"
+    for module, page_path in NON_CARTESIAN_VIEWS.items():
+        assert any(re.match(p, page_path) for p in B.FULL_PAGES), module
+    assert not any(re.match(p, "/compare") or re.match(p, "/runs/0123abcd/neurons/1/0") for p in B.FULL_PAGES)
+
+
+def test_make_install_fetches_the_version_the_module_checks():
+    assert f"plotly-cartesian-{B.VERSION}.min.js" in (REPO / "Makefile").read_text()
+
+
+def test_without_the_bundle_every_page_is_told_to_load_the_full_one(monkeypatch):
+    monkeypatch.setattr(B, "cartesian_available", lambda: False)
+    assert '"cartesian": null' in B.loader("/")
+    monkeypatch.setattr(B, "cartesian_available", lambda: True)
+    assert f'"cartesian": "/app/{B.ROUTE[1:]}"' in B.loader("/app/")
+
+
+def loaded_scripts(page) -> list[str]:
+    return page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)"
+                         ".filter(n => n.includes('plotly'))")
+
+
+@pytest.mark.browser
+def test_the_compare_page_draws_with_the_cartesian_bundle_and_the_runs_page_reloads_for_the_full_one(
+        page, dashboard_url, trained_store):
+    assert B.cartesian_available(), "run `make install`: it fetches the cartesian bundle"
+    ids = [trained_store.run_ids[k] for k in ("sigmoid", "relu")]
+    page.goto(f"{dashboard_url}/compare?runs={','.join(ids)}")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4", timeout=TIMEOUT)
+    scripts = loaded_scripts(page)
+    assert any(B.ROUTE in s for s in scripts) and not any(s.endswith("/plotly.min.js") for s in scripts), scripts
+    assert page.evaluate("window.mnistlabPlotly.loaded") == "cartesian"
+    exp = MlflowClient(trained_store.tracking_uri).get_experiment_by_name("dash-tests").experiment_id
+    # As a dcc.Link moves to another page: Dash alone would render it with the cartesian bundle.
+    page.evaluate(f"() => {{ history.pushState({{}}, '', '/?experiment={exp}'); "
+                  "window.dispatchEvent(new CustomEvent('_dashprivate_pushstate')); }")
+    page.wait_for_function("window.mnistlabPlotly && window.mnistlabPlotly.loaded === 'full'", timeout=TIMEOUT)
+    page.wait_for_selector(".js-plotly-plot .parcoords", timeout=TIMEOUT)  # parcoords: only in the full bundle
+    assert any(s.endswith("/plotly.min.js") for s in loaded_scripts(page))
+    page.go_back()  # and back: the compare page draws again
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4 && "
+                           "location.pathname === '/compare'", timeout=TIMEOUT)
+    assert_no_dash_errors(page)
