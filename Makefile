@@ -20,10 +20,10 @@ $(STAMP): requirements.txt
 	@rm -f .venv/.installed-*
 	@touch $@
 
-# The smaller plotly.js most pages load (dashboard/plotly_bundle.py), from npm, sha256-checked.  Without npm
+# The smaller plotly.js most pages load (dashboard/lean_pages.py), from npm, sha256-checked.  Without npm
 # it says so and the pages load the full bundle, so a failure here stops nothing.
 $(PLOTLY_BUNDLE): $(STAMP)
-	$(PY) -m dashboard.plotly_bundle
+	$(PY) -m dashboard.lean_pages
 
 # Ray is optional (grids with --ray); keyed on requirements-ray.txt the same way.
 install-ray: $(RAY_STAMP)

@@ -4,13 +4,13 @@ from pathlib import Path
 import dash
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
-from dashboard import auth, plotly_bundle
+from dashboard import auth, lean_pages
 
 app = Dash(__name__, use_pages=True, pages_folder=str(Path(__file__).parent / "pages"),
            title="MNIST Lab", suppress_callback_exceptions=True)
 server = app.server
 auth.protect(server)  # a login on every route when DASHBOARD_USER/DASHBOARD_PASSWORD are set
-plotly_bundle.install(app)  # the cartesian plotly.js where a page needs no more, loading from the start
+lean_pages.install(app)  # the cartesian plotly.js where a page needs no more, loading from the start
 
 app.layout = html.Div([
     # The theme choice lives in the browser (localStorage): a per-person preference, not part of a shared URL.

@@ -1,23 +1,25 @@
-"""Which plotly.js a page loads, and when: the 1.5 MB cartesian bundle unless the page draws more, from the
-first moment of the page load.
+"""Lean pages: what a page's browser runs before its first chart.
 
 Why (benchmarks/page_load.py, headless Chromium): most of the time to a page's first chart went to
-loading, parsing and running plotly.js, and Dash only starts fetching it once the first graph mounts,
-after its layout round trips.  The cartesian bundle (npm's plotly.js-cartesian-dist-min, the same
-plotly.js version plotly.py ships) runs in about half the time of the full 4.8 MB one.  A loader in the
-page's <head> starts the right bundle at once and sets `window.Plotly` to a promise of it, which Dash's
-graph awaits instead of fetching its own copy.
+loading, parsing and running JavaScript: plotly.js (4.8 MB), which Dash only starts fetching once the
+first graph mounts, after its layout round trips, and AG Grid (1.3 MB), which only the runs page uses.
 
-Three pages draw traces the cartesian bundle lacks, so they load the full one: the runs page (parcoords),
-the run page (the loss landscape's surface) and the layer map (scattergl).  Dash moves between pages
-without reloading; moving to one of those from a page that loaded the cartesian bundle loads it afresh.
+A lean page, every page but FULL_PAGES, loads the cartesian plotly.js bundle (npm's
+plotly.js-cartesian-dist-min, the version plotly.py ships: about half the time to run) and no AG Grid.
+A loader in every page's <head> fetches the page's bundle at once and sets `window.Plotly` to a promise
+of it, which Dash's graph awaits instead of fetching its own copy.
 
-`make install` fetches the bundle once (python -m dashboard.plotly_bundle) and checks its sha256; when it
-is missing, or plotly.py ships another plotly.js version, every page loads plotly.py's full bundle.
+FULL_PAGES draw traces the cartesian bundle lacks: the runs page (parcoords, and the grid), the run page
+(the loss landscape's surface) and the layer map (scattergl).  Dash moves between pages without
+reloading; moving from a lean page to a full one loads it afresh instead.
+
+`make install` fetches the bundle once (python -m dashboard.lean_pages) and checks its sha256; when it
+is missing, or plotly.py ships another plotly.js version, every page is a full page, as Dash serves them.
 """
 import functools
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ PACKAGE = "plotly.js-cartesian-dist-min"
 VERSION = "4.1.1"
 SHA256 = "79542150855a52c567260e3137095dbe2b744e6d702a5cabe67da246942fba7a"  # package/plotly-cartesian.min.js
 ROUTE = f"/_mnistlab/plotly-cartesian-{VERSION}.min.js"  # the version in the name: cached for good
-# The trace types the cartesian bundle registers (its README); tests/test_plotly_bundle.py checks every
+# The trace types the cartesian bundle registers (its README); tests/test_lean_pages.py checks every
 # figure the dashboard builds against this list and FULL_PAGES.
 CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour",
                               "image", "pie", "scatter", "scatterternary", "violin"})
@@ -100,9 +102,30 @@ def loader(prefix: str) -> str:
     return LOADER % {"config": json.dumps(config)}
 
 
+def is_lean(path: str) -> bool:
+    """Whether the page at this path (the app's prefix taken off) loads the lean scripts."""
+    return cartesian_available() and not any(re.match(p, path) for p in FULL_PAGES)
+
+
+def without_ag_grid(scripts: str) -> str:
+    """Dash's page scripts, AG Grid's bundle taken out."""
+    return re.sub(r'<script src="[^"]*/dash_ag_grid/[^"]*"></script>\s*', "", scripts)
+
+
 def install(app) -> None:
-    """Serve the bundle and put the loader first in every page's <head>."""
+    """Serve the bundle, put the loader first in every page's <head>, and leave AG Grid out of lean pages."""
     import flask
+
+    prefix = app.config.requests_pathname_prefix
+    interpolate = app.interpolate_index
+
+    def lean_index(**parts):
+        path = "/" + flask.request.path[len(prefix):] if flask.request.path.startswith(prefix) else flask.request.path
+        if is_lean(path):
+            parts["scripts"] = without_ag_grid(parts["scripts"])
+        return interpolate(**parts)
+
+    app.interpolate_index = lean_index
 
     @app.server.route(ROUTE)
     def _cartesian_bundle():
@@ -110,7 +133,7 @@ def install(app) -> None:
             flask.abort(404)
         return flask.send_file(bundle_path(), mimetype="text/javascript", max_age=365 * 24 * 3600)
 
-    app.index_string = app.index_string.replace("<head>", "<head>\n" + loader(app.config.requests_pathname_prefix), 1)
+    app.index_string = app.index_string.replace("<head>", "<head>\n" + loader(prefix), 1)
 
 
 def fetch() -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import plotly_bundle as B
+from dashboard import lean_pages as B
 from tests.conftest import REPO, assert_no_dash_errors
 
 TIMEOUT = 20000
@@ -27,7 +27,7 @@ def test_every_non_cartesian_trace_is_drawn_only_on_a_page_that_loads_the_full_b
         if extra:
             found[str(path.relative_to(REPO / "dashboard"))] = extra
     assert found, "the tripwire found no trace at all: its pattern is stale"
-    assert set(found) <= set(NON_CARTESIAN_VIEWS), f"add the page to plotly_bundle.FULL_PAGES: {found}"
+    assert set(found) <= set(NON_CARTESIAN_VIEWS), f"add the page to lean_pages.FULL_PAGES: {found}"
     for module, page_path in NON_CARTESIAN_VIEWS.items():
         assert any(re.match(p, page_path) for p in B.FULL_PAGES), module
     assert not any(re.match(p, "/compare") or re.match(p, "/runs/0123abcd/neurons/1/0") for p in B.FULL_PAGES)
@@ -70,3 +70,16 @@ def test_the_compare_page_draws_with_the_cartesian_bundle_and_the_runs_page_relo
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4 && "
                            "location.pathname === '/compare'", timeout=TIMEOUT)
     assert_no_dash_errors(page)
+
+
+def test_lean_pages_leave_ag_grid_out_and_full_pages_keep_it(monkeypatch):
+    from dashboard.app import server
+    monkeypatch.setattr(B, "cartesian_available", lambda: True)
+    client = server.test_client()
+    for path, lean in (("/compare?runs=x", True), ("/runs/0123abcd/neurons/1/0", True), ("/", False),
+                       ("/runs/0123abcd", False), ("/runs/0123abcd/neurons/map", False)):
+        html = client.get(path).get_data(as_text=True)
+        assert ("/dash_ag_grid/" not in html) == lean, path
+        assert "window.mnistlabPlotly" in html
+    monkeypatch.setattr(B, "cartesian_available", lambda: False)  # no bundle: every page as Dash serves it
+    assert "/dash_ag_grid/" in client.get("/compare?runs=x").get_data(as_text=True)
