@@ -115,6 +115,8 @@ def log_snapshots(client, run_id: str, epochs: int, rng) -> None:
 def runs_page(experiment_id: str, filter_string: str = "") -> int:
     """The runs page's answer as Dash sends it: its layout function, serialised to JSON.  Returns its size."""
     import plotly
+
+    import dashboard.app  # noqa: F401 (the pages register with the app)
     from dashboard.pages import runs
     layout = runs.layout(experiment=experiment_id, filter=filter_string or None)
     return len(json.dumps(layout, cls=plotly.utils.PlotlyJSONEncoder))

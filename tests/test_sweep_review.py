@@ -110,7 +110,8 @@ def test_parameter_importance_on_nielsens_twelve_runs_equals_a_forest_fitted_her
     assert result.n_runs == 12 and set(result.table["param"]) == {C.PARAM_LR, C.PARAM_BATCH_SIZE}
     x = np.column_stack([frame[f"params.{p}"].astype(float) for p in (C.PARAM_BATCH_SIZE, C.PARAM_LR)])
     y = frame["final_test_acc"].to_numpy()
-    forest = RandomForestRegressor(n_estimators=P.N_TREES, random_state=P.SEED).fit(x, y)
+    forest = RandomForestRegressor(n_estimators=P.N_TREES, random_state=P.SEED,
+                                   max_samples=min(len(y), P.MAX_TREE_SAMPLES)).fit(x, y)
     got = result.table.set_index("param")
     assert got.loc[C.PARAM_BATCH_SIZE, "importance"] == pytest.approx(forest.feature_importances_[0])
     assert got.loc[C.PARAM_LR, "importance"] == pytest.approx(forest.feature_importances_[1])
