@@ -45,21 +45,29 @@ LOADER = """<script>
     path = path.slice(cfg.prefix.length - 1) || "/";
     return !cfg.cartesian || cfg.fullPages.some(function (re) { return new RegExp(re).test(path); });
   }
-  // Fetched at once, run once the page's own scripts have run: Dash then sends its first requests
-  // before plotly.js takes the main thread, so the server works while the browser parses it.
+  // Fetched at once, but run only once Dash has sent its first callback request (the page's own layout):
+  // plotly.js then holds the main thread while the server works, not before the request goes out.
+  var asked = new Promise(function (resolve) {
+    var fetch = window.fetch;
+    window.fetch = function (input) {
+      var url = typeof input === "string" ? input : (input && input.url) || "";
+      if (url.indexOf("_dash-update-component") >= 0) setTimeout(resolve, 0);
+      return fetch.apply(this, arguments);
+    };
+    window.addEventListener("load", function () { setTimeout(resolve, 2000); });  // a page with no callback
+  });
   function load(src, fallback) {
     var hint = document.createElement("link");
     hint.rel = "preload"; hint.as = "script"; hint.href = src;
     document.head.appendChild(hint);
     return new Promise(function (resolve, reject) {
-      function run() {
+      asked.then(function () {
         var s = document.createElement("script");
         s.src = src;
         s.onload = function () { resolve(window.Plotly); };
         s.onerror = function () { fallback ? load(fallback).then(resolve, reject) : reject(new Error(src)); };
         document.head.appendChild(s);
-      }
-      document.readyState === "loading" ? document.addEventListener("DOMContentLoaded", run) : run();
+      });
     });
   }
   cfg.loaded = needsFull(location.pathname) ? "full" : "cartesian";
