@@ -70,6 +70,12 @@ LOADER = """<script>
       });
     });
   }
+  // Dash's graph, slider and dropdown code comes in chunks fetched only as the first of each renders.
+  cfg.chunks.forEach(function (src) {
+    var hint = document.createElement("link");
+    hint.rel = "preload"; hint.as = "script"; hint.href = src;
+    document.head.appendChild(hint);
+  });
   cfg.loaded = needsFull(location.pathname) ? "full" : "cartesian";
   // Dash's graph awaits window.Plotly when it is a promise; the bundle replaces it with itself as it runs.
   window.Plotly = cfg.loaded === "full" ? load(cfg.full) : load(cfg.cartesian, cfg.full);
@@ -106,7 +112,8 @@ def loader(prefix: str) -> str:
     """The <head> script for an app served under `prefix` (Dash's requests_pathname_prefix)."""
     config = {"prefix": prefix, "fullPages": list(FULL_PAGES),
               "cartesian": prefix + ROUTE.lstrip("/") if cartesian_available() else None,
-              "full": prefix + "_dash-component-suites/plotly/package_data/plotly.min.js"}
+              "full": prefix + "_dash-component-suites/plotly/package_data/plotly.min.js",
+              "chunks": [f"{prefix}_dash-component-suites/dash/dcc/async-{c}.js" for c in ("graph", "slider", "dropdown")]}
     return LOADER % {"config": json.dumps(config)}
 
 
