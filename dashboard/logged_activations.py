@@ -8,12 +8,10 @@ plain numbers only, exact shapes from the run's logged layer structure, a byte b
 
 A logged file never changes, so what is read is kept (dashboard.cache's memoize).
 """
-import tempfile
-
 import numpy as np
 
 from dashboard import cache, store
-from dashboard.snapshot_reader import SnapshotError, read_snapshot
+from dashboard.snapshot_reader import SnapshotError
 from training import contract as C
 from training.architecture import N_TEST, Layer, logged_structure
 
@@ -46,14 +44,10 @@ def hidden_units(run_id: str, epoch: int) -> tuple[np.ndarray, ...]:
     wanted = {C.unit_acts_key(l.name): (N_TEST, l.units) for l in hidden}
     budget = sum(units * N_TEST for _, units in wanted.values()) * 2 + HEADROOM_BYTES
     path = C.activations_path(int(epoch))
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = store.client().download_artifacts(run_id, path, tmp)
-            arrays = read_snapshot(local, wanted, budget)
-        except SnapshotError as e:
-            raise store.StoreError(f"{path} of run {run_id[:8]} cannot be shown: {e}") from None
-        except Exception as e:  # listed snapshot without its units, or the server failed
-            raise store.StoreError(f"run {run_id[:8]} has no readable {path} ({str(e).splitlines()[0][:120]})") from None
+    try:
+        arrays = store.read_arrays(run_id, path, wanted, budget)
+    except SnapshotError as e:  # a listed snapshot without its units, or a file that is not what was logged
+        raise store.StoreError(f"{path} of run {run_id[:8]} cannot be shown: {e}") from None
     out = []
     for key in wanted:
         if key not in arrays:

@@ -327,12 +327,19 @@ def load_snapshot(run_id: str, epoch: int) -> dict[str, np.ndarray]:
 
 
 def _download_and_read(run_id: str, path: str, budget) -> dict[str, np.ndarray]:
+    return read_arrays(run_id, path, budget.wanted, budget.max_bytes)
+
+
+def read_arrays(run_id: str, path: str, wanted: dict, max_bytes: int) -> dict[str, np.ndarray]:
+    """A run's .npz artifact through the checked reader (snapshot_reader.read_snapshot: headers first, plain
+    numbers, the shapes in `wanted`, at most max_bytes).  SnapshotError, in one line, if it cannot be
+    downloaded or is not what `wanted` says."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client().download_artifacts(run_id, path, tmp)
         except Exception as e:  # listed but gone, or the server failed: the page says so
             raise SnapshotError(f"it cannot be downloaded ({str(e).splitlines()[0][:120]})") from None
-        return read_snapshot(local, budget.wanted, budget.max_bytes)
+        return read_snapshot(local, wanted, max_bytes)
 
 
 def complete_weights(run_id: str, epoch: int, names) -> dict[str, np.ndarray]:
