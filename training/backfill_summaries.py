@@ -76,7 +76,7 @@ def backfill(experiment: str | None = None, progress: bool = True) -> dict[str, 
     """Summaries for every finished run of the experiment (default: all); counts per outcome."""
     runs = store.client().search_runs(experiment_ids(experiment), "", ViewType.ACTIVE_ONLY, max_results=50_000)
     counts: dict[str, int] = {}
-    for run in tqdm(runs, desc="layer summaries", unit="run", disable=not progress, file=sys.stderr):
+    for run in tqdm(runs, desc="backfill", unit="run", disable=not progress, file=sys.stderr):
         try:
             if backfill_best(run):
                 counts["best"] = counts.get("best", 0) + 1
