@@ -83,6 +83,9 @@ def test_an_odd_model_logs_units_equal_to_its_intermediate_outputs():
     metrics = MlflowClient().get_run(run.run_id).data.metrics
     pred = model(x).argmax(1)
     assert metrics[C.TEST_ACC] == pytest.approx(float((pred == load_test_images()[1]).double().mean()))
+    accs = sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run.run_id, C.TEST_ACC))
+    best_epoch, best = max(accs, key=lambda sv: (sv[1], -sv[0]))  # the highest, the first epoch on a tie
+    assert (metrics[C.BEST_TEST_ACC], metrics[C.BEST_EPOCH]) == (pytest.approx(best), best_epoch)
     for name in ("Stem-Conv", "blocks.a_1.lin 0", "blocks.b", "proj", "head_"):
         assert metrics[C.grad_norm_key(name)] > 0
     assert C.dead_fraction_key("blocks.a_1.lin 0") in metrics  # tanh: saturation has a meaning
