@@ -4,10 +4,10 @@
     python -m training.backfill_summaries [--experiment NAME]
 
 Idempotent: a run that already carries every summary of its hidden layers, or its running best, is
-skipped for that part, so running it twice logs no value twice.  The running best is added to any finished
-run with a test_acc history, another tool's included.  Snapshots are read through the dashboard's validated loader
-(dashboard.store.load_snapshot); runs that are not ours (no config in their params), unfinished, or
-without a snapshot are counted and skipped.
+skipped for that part, so running it twice logs no value twice.  The running best is added to any
+finished run with a test_acc history, another tool's included.  Snapshots are read through the
+dashboard's validated loader (dashboard.store.load_snapshot); runs that are not ours (no config in
+their params), unfinished, or without a snapshot are counted and skipped.
 """
 import argparse
 import os
@@ -42,7 +42,8 @@ def experiment_ids(name: str | None) -> list[str]:
 
 def backfill_best(run) -> bool:
     """Log the running best of a finished run's test_acc history, at each step; True if anything was logged."""
-    if run.info.status != C.STATUS_FINISHED or C.BEST_TEST_ACC in run.data.metrics or C.TEST_ACC not in run.data.metrics:
+    logged = run.data.metrics
+    if run.info.status != C.STATUS_FINISHED or C.BEST_TEST_ACC in logged or C.TEST_ACC not in logged:
         return False
     history = store.metric_history(run.info.run_id, C.TEST_ACC)
     steps = running_best.series(list(zip(history["step"].tolist(), history["value"].tolist())))

@@ -11,7 +11,7 @@ Each epoch's evaluation runs here, on the training thread, before the next epoch
 It was tried on a second thread, overlapping the next epoch: any thread that runs
 torch ops gets its own OpenMP thread team, and on this 2-core machine that made
 every training step 2-3x slower, even while the evaluation thread sat idle
-(benchmarks/grid_throughput.py; the evaluation itself costs a few per cent).
+(benchmarks/grid_throughput.py; the evaluation itself adds about a tenth).
 MLflow's writes do go to a background thread (training.tracking), as they run no
 torch ops.
 """
