@@ -56,10 +56,13 @@ LOADER = """<script>
     };
     window.addEventListener("load", function () { setTimeout(resolve, 2000); });  // a page with no callback
   });
-  function load(src, fallback) {
+  function preload(src) {
     var hint = document.createElement("link");
     hint.rel = "preload"; hint.as = "script"; hint.href = src;
     document.head.appendChild(hint);
+  }
+  function load(src, fallback) {
+    preload(src);
     return new Promise(function (resolve, reject) {
       asked.then(function () {
         var s = document.createElement("script");
@@ -71,11 +74,7 @@ LOADER = """<script>
     });
   }
   // Dash's graph, slider and dropdown code comes in chunks fetched only as the first of each renders.
-  cfg.chunks.forEach(function (src) {
-    var hint = document.createElement("link");
-    hint.rel = "preload"; hint.as = "script"; hint.href = src;
-    document.head.appendChild(hint);
-  });
+  cfg.chunks.forEach(preload);
   cfg.loaded = needsFull(location.pathname) ? "full" : "cartesian";
   // Dash's graph awaits window.Plotly when it is a promise; the bundle replaces it with itself as it runs.
   window.Plotly = cfg.loaded === "full" ? load(cfg.full) : load(cfg.cartesian, cfg.full);
