@@ -21,14 +21,11 @@ detail under 1 s warm.
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +33,8 @@ import numpy as np
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the printed figures readable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.servers import free_port, stop, wait_http  # noqa: E402
 
 SIZES = (784, 30, 10)
 LAYERS = ("fc1", "fc2")
@@ -189,12 +188,6 @@ def beside_search(experiment_id: str, filter_string: str) -> tuple[float, float,
     return ours_cold, search_cold, statistics.median(ours), statistics.median(theirs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_mlflow_server(root: Path, backend_uri: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
@@ -203,24 +196,8 @@ def start_mlflow_server(root: Path, backend_uri: str) -> tuple[subprocess.Popen,
                              "--port", str(port), "--workers", "2"], stdout=log, stderr=log, start_new_session=True,
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"error: mlflow server exited with {proc.returncode}; see {root / 'server.log'}")
-        try:
-            urllib.request.urlopen(url + "/health", timeout=5).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    sys.exit("error: mlflow server did not answer in 180 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+    wait_http(url + "/health", proc, timeout=180)
+    return proc, url
 
 
 def existing(n_runs: int) -> tuple[str, list[str]] | None:
@@ -272,7 +249,7 @@ def main(argv=None) -> int:
                 pages += [("server", "runs page", "", beside_search(exp, "")),
                           ("server", "filtered", FILTER, beside_search(exp, FILTER))]
             finally:
-                stop(server)
+                stop([server])
     print(f"{args.runs} runs; each runs page beside MLflow's search_runs returning the same runs (goal: at most 2x)")
     print(f"{'store':<7} {'page':<10} {'cold s':>7} {'search':>7} {'ratio':>6}   {'warm s':>7} {'search':>7} {'ratio':>6}")
     for backend_name, name, filter_string, (oc, sc, ow, sw) in pages:

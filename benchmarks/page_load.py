@@ -17,18 +17,17 @@ machine's slow spells fall on all of them; each line is the median of --loads lo
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.servers import free_port, stop, wait_http  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
@@ -53,25 +52,6 @@ ALL_DRAWN = """(n) => {
   return plots.every(p => p.querySelector('.main-svg')) ? performance.now() : false;
 }"""
 COUNT_PLOTS = "() => document.querySelectorAll('.js-plotly-plot').length"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"error: the server for {url} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"error: {url} did not answer in {timeout:.0f} s")
 
 
 def train_runs(tmp: Path, env: dict) -> list:
@@ -101,18 +81,6 @@ def bare_figures(runs, uri: str) -> list[dict]:
         fig.update_layout(title=key, height=320)
         figures.append(json.loads(fig.to_json()))
     return figures
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    """Each server with every process it started (each runs in its own session)."""
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def start_servers(tmp: Path, env: dict, runs, procs: list[subprocess.Popen]) -> dict[str, str]:
