@@ -121,12 +121,15 @@ class _Cohort:
         tick = max(1, self.n_steps // PROGRESS_TICKS)
         perm = torch.stack([torch.randperm(len(self.x_train), generator=g) for g in self.generators])
         norms = torch.zeros(self.n_steps, len(self.net.layers), len(self.configs))
-        for step, idx in enumerate(_batches(perm, self.first.batch_size)):
-            self.stepper.step(idx, norms[step])
-            if (step + 1) % tick == 0:
+        done = 0
+        for idx in _batches(perm, self.first.batch_size, self.stepper.chunk):
+            self.stepper.steps(idx, norms[done:done + len(idx)])
+            ticks = (done + len(idx)) // tick - done // tick
+            done += len(idx)
+            if ticks:
                 interrupt.check()
-                self._progress(tick)
-        self._progress(self.n_steps % tick)
+                self._progress(ticks * tick)
+        self._progress(self.n_steps - self.n_steps // tick * tick)
         return self._mean_norms(norms), time.perf_counter() - start
 
     def report(self, epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:
@@ -180,14 +183,15 @@ def train_cohort(configs: list[RunConfig], data: Mnist, sink: Sink, progress=Non
     return CohortResult(cohort.final_params())
 
 
-def _batches(perm: torch.Tensor, bs: int):
-    """Each step's training rows for all K models, (K*B,): model k's at [k*B, (k+1)*B).
+def _batches(perm: torch.Tensor, bs: int, chunk: int):
+    """The epoch's steps in chunks of up to `chunk`: (S, K*B), model k's rows of a step at [k*B, (k+1)*B).
 
-    Laid out once per epoch, so a step's indices are a row of one contiguous tensor, not a
-    strided slice to copy: model k's batch j is perm[k, j*B:(j+1)*B], a last short one included.
+    Laid out once per epoch, so a chunk is a slice of one contiguous tensor, not a strided one to
+    copy: model k's batch j is perm[k, j*B:(j+1)*B], a last short one included as a chunk of its own.
     """
     k, n = perm.shape
     full = n // bs
-    yield from perm[:, :full * bs].reshape(k, full, bs).transpose(0, 1).reshape(full, k * bs)
+    steps = perm[:, :full * bs].reshape(k, full, bs).transpose(0, 1).reshape(full, k * bs)
+    yield from steps.split(chunk)
     if n % bs:
-        yield perm[:, full * bs:].reshape(-1)
+        yield perm[:, full * bs:].reshape(1, -1)

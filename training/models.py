@@ -127,12 +127,8 @@ def mlp_deltas(net: StackedNet, x: torch.Tensor, target: torch.Tensor, scale: to
     """
     h, hidden = net.forward(x, keep_hidden=True)
     acts = [x] + hidden
-    if net.config.loss == "cross_entropy":
-        delta = torch.softmax(h, -1).sub_(target).mul_(scale)
-    else:
-        out = torch.sigmoid(h)
-        delta = torch.ops.aten.sigmoid_backward(out - target, out).mul_(scale)
-    backward = _ACTIVATION_BACKWARD[net.config.activation]
+    delta = output_delta(net.config.loss, h, target, scale)
+    backward = ACTIVATION_BACKWARD[net.config.activation]
     for i in range(len(net.layers) - 1, -1, -1):
         below = None
         if i > 0:
@@ -150,8 +146,17 @@ def mlp_grads(net: StackedNet, x: torch.Tensor, target: torch.Tensor) -> list[to
     return grads
 
 
+def output_delta(loss: str, logits: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """d(loss)/d(logits) times scale, for one-hot targets: softmax cross-entropy, or the Nielsen-style
+    quadratic cost on sigmoid outputs."""
+    if loss == "cross_entropy":
+        return torch.softmax(logits, -1).sub_(target).mul_(scale)
+    out = torch.sigmoid(logits)
+    return torch.ops.aten.sigmoid_backward(out - target, out).mul_(scale)
+
+
 # d(activation)/dz from the activation's output, each one fused op.
-_ACTIVATION_BACKWARD = {
+ACTIVATION_BACKWARD = {
     "sigmoid": torch.ops.aten.sigmoid_backward,
     "tanh": torch.ops.aten.tanh_backward,
     "relu": lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0),
