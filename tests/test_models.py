@@ -20,6 +20,18 @@ def _stack(config, seeds):
     return StackedNet(config, [init_params(config, torch.Generator().manual_seed(s)) for s in seeds])
 
 
+@pytest.mark.parametrize("name", ["nielsen", "deep-relu"])
+def test_shared_images_take_the_one_gemm_first_layer_and_give_the_same_outputs(name):
+    net = _stack(CONFIGS[name], [0, 1, 2])
+    x = torch.rand(5, 784)
+    shared = x.unsqueeze(0).expand(3, *x.shape)  # as evaluation passes its images: stride 0 over models
+    logits, hidden = net.forward(shared, keep_hidden=True)
+    ref_logits, ref_hidden = net.forward(shared.contiguous(), keep_hidden=True)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-6)
+    for h, r in zip(hidden, ref_hidden):
+        torch.testing.assert_close(h, r, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_each_slice_of_a_stack_matches_its_plain_module(name):
     config = CONFIGS[name]
