@@ -3,18 +3,22 @@
 Two ways to take it, chosen by `make_stepper`:
 
 - `FusedSgdStep`, for MLPs under plain SGD (no momentum), the write-ups' setting and
-  most grids.  The gradient is never materialised: each layer's update is a single
-  in-place `W.baddbmm_(-(lr * delta)^T, input)`.  The weight-gradient norm comes from
-  Gram matrices where that is cheaper, since ||x^T d||^2 = sum((x x^T) * (d d^T)): for
-  layer 1 at batch 10 that is 10x10 products instead of a 784x30 gradient.
+  most grids.  The gradient is never materialised where it need not be: each layer's
+  update is a single in-place `W.baddbmm_(-(lr * delta)^T, input)`.  The weight-gradient
+  norm comes from Gram matrices where that is cheaper, since
+  ||x^T d||^2 = sum((x x^T) * (d d^T)): for layer 1 at batch 10 that is 10x10 products
+  instead of a 784x30 gradient.
 - `GradientStep` for everything else: gradients by hand-written backprop (MLP) or
   autograd (CNN), then `training.optim`'s SGD with momentum or Adam.
 
 At batch 10 the cost of a step is per-op overhead, the gather of its images and the
-two 784-wide GEMMs.  The fused step drops a GEMM-sized gradient, its update and its norm
-per layer, and fetches each step's images with their one-hot labels in one
-`index_select` from a table that holds both side by side (benchmarks/grid_throughput.py
-measures the result against a plain eager loop).
+two 784-wide GEMMs.  So the fused step takes a chunk of steps per call: one
+`index_select` fetches the chunk's images with their one-hot labels (a table holds
+both side by side), one bmm gives all its first-layer Grams, and one reduction per
+layer its norms.  Each layer's bias is the last column of its weight matrix, against
+a column of ones after its input, so a forward is one bmm and an update one
+baddbmm_.  benchmarks/grid_throughput.py measured the chunks and the folded biases
+at 1.3-1.5x the one-step-per-call version, against a plain eager loop.
 
 Both write each step's norms as one row of a (steps, layers, K) buffer, so the epoch's
 mean is one reduction at its end rather than an add per step.
