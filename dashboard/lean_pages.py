@@ -5,9 +5,17 @@ loading, parsing and running JavaScript: plotly.js (4.8 MB), which Dash only sta
 first graph mounts, after its layout round trips, and AG Grid (1.3 MB), which only the runs page uses.
 
 A lean page, every page but FULL_PAGES, loads the cartesian plotly.js bundle (npm's
-plotly.js-cartesian-dist-min, the version plotly.py ships: about half the time to run) and no AG Grid.
+plotly.js-cartesian-dist-min, the version plotly.py ships: about half the time to run).  It leaves out AG
+Grid and Dash's DataTable, which no page uses (Dash loads it on every page all the same), and swaps Dash's
+@babel/polyfill (100 KB of core-js a current browser does not need) for the one part Dash's scripts use,
+regenerator-runtime (dashboard/vendor/).
 A loader in every page's <head> fetches the page's bundle at once and sets `window.Plotly` to a promise
 of it, which Dash's graph awaits instead of fetching its own copy.
+
+The cartesian bundle and Dash's large scripts, on every page, start with V8's compile hint
+(COMPILE_HINT): Chromium (136+) then compiles all their functions on the thread that streams the script
+in, instead of each one on the main thread the first time it is called.  The full plotly.js goes without:
+most of its 4.8 MB never runs.
 
 FULL_PAGES draw traces the cartesian bundle lacks: the runs page (parcoords, and the grid), the run page
 (the loss landscape's surface) and the layer map (scattergl).  Dash moves between pages without
@@ -37,6 +45,17 @@ CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "
                               "image", "pie", "scatter", "scatterternary", "violin"})
 # Paths (regular expressions, JavaScript and Python alike) of the pages that need the full bundle.
 FULL_PAGES = (r"^/$", r"^/runs/[^/]+/?$", r"^/runs/[^/]+/neurons/map/?$")
+# Component libraries whose scripts lean pages leave out (their names in Dash's script URLs).
+LEFT_OUT = ("dash_ag_grid", "dash/dash_table")
+RUNTIME = Path(__file__).parent / "vendor" / "regenerator-runtime" / "runtime.js"
+RUNTIME_ROUTE = "/_mnistlab/regenerator-runtime-0.13.11.js"
+# The compare page of 9 runs (benchmarks/page_load.py's), traced: main-thread compile 0.9 s -> 0.2 s.
+COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+# Dash's scripts that every page runs as it loads, large enough for Chromium to stream (small ones it
+# compiles on the main thread, where compiling every function would cost more than it saves).  Not their
+# source maps: a comment would break the JSON.
+HINTED_SCRIPTS = re.compile(r"/_dash-component-suites/dash/(deps/react-dom@|dash-renderer/build/dash_renderer\."
+                            r"|dcc/dash_core_components[.-]|html/dash_html_components\.|deps/polyfill@)[^/]*\.js$")
 
 LOADER = """<script>
 (function () {
@@ -121,13 +140,22 @@ def is_lean(path: str) -> bool:
     return cartesian_available() and not any(re.match(p, path) for p in FULL_PAGES)
 
 
-def without_ag_grid(scripts: str) -> str:
-    """Dash's page scripts, AG Grid's bundle taken out."""
-    return re.sub(r'<script src="[^"]*/dash_ag_grid/[^"]*"></script>\s*', "", scripts)
+def lean_scripts(scripts: str, prefix: str) -> str:
+    """Dash's page scripts, those of the LEFT_OUT libraries taken out and regenerator-runtime for the polyfill."""
+    names = "|".join(map(re.escape, LEFT_OUT))
+    scripts = re.sub(rf'<script src="[^"]*/(?:{names})/[^"]*"></script>\s*', "", scripts)
+    return re.sub(r'<script src="[^"]*/deps/polyfill@[^"]*"></script>',
+                  f'<script src="{prefix}{RUNTIME_ROUTE.lstrip("/")}"></script>', scripts)
+
+
+@functools.cache
+def _hinted_bundle() -> bytes:
+    return COMPILE_HINT + bundle_path().read_bytes()
 
 
 def install(app) -> None:
-    """Serve the bundle, put the loader first in every page's <head>, and leave AG Grid out of lean pages."""
+    """Serve the bundle and the runtime, put the loader first in every page's <head>, give lean pages their
+    scripts and hint Dash's large ones."""
     import flask
 
     prefix = app.config.requests_pathname_prefix
@@ -136,16 +164,28 @@ def install(app) -> None:
     def lean_index(**parts):
         path = "/" + flask.request.path[len(prefix):] if flask.request.path.startswith(prefix) else flask.request.path
         if is_lean(path):
-            parts["scripts"] = without_ag_grid(parts["scripts"])
+            parts["scripts"] = lean_scripts(parts["scripts"], prefix)
         return interpolate(**parts)
 
     app.interpolate_index = lean_index
+
+    @app.server.after_request
+    def _hint(response):
+        if (response.status_code == 200 and HINTED_SCRIPTS.search(flask.request.path)
+                and not response.direct_passthrough and "Content-Encoding" not in response.headers):
+            response.set_data(COMPILE_HINT + response.get_data())
+        return response
+
+    @app.server.route(RUNTIME_ROUTE)
+    def _regenerator_runtime():
+        return flask.send_file(RUNTIME, mimetype="text/javascript", max_age=365 * 24 * 3600)
 
     @app.server.route(ROUTE)
     def _cartesian_bundle():
         if not cartesian_available():
             flask.abort(404)
-        return flask.send_file(bundle_path(), mimetype="text/javascript", max_age=365 * 24 * 3600)
+        return flask.Response(_hinted_bundle(), mimetype="text/javascript",
+                              headers={"Cache-Control": f"public, max-age={365 * 24 * 3600}"})
 
     app.index_string = app.index_string.replace("<head>", "<head>\n" + loader(prefix), 1)
 

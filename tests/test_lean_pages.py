@@ -72,14 +72,36 @@ def test_the_compare_page_draws_with_the_cartesian_bundle_and_the_runs_page_relo
     assert_no_dash_errors(page)
 
 
-def test_lean_pages_leave_ag_grid_out_and_full_pages_keep_it(monkeypatch):
+def test_lean_pages_leave_ag_grid_table_and_polyfill_out_and_full_pages_keep_them(monkeypatch):
     from dashboard.app import server
     monkeypatch.setattr(B, "cartesian_available", lambda: True)
     client = server.test_client()
     for path, lean in (("/compare?runs=x", True), ("/runs/0123abcd/neurons/1/0", True), ("/", False),
                        ("/runs/0123abcd", False), ("/runs/0123abcd/neurons/map", False)):
         html = client.get(path).get_data(as_text=True)
-        assert ("/dash_ag_grid/" not in html) == lean, path
+        for script in ("/dash_ag_grid/", "/dash_table/", "/deps/polyfill@"):
+            assert (script not in html) == lean, (path, script)
+        assert (B.RUNTIME_ROUTE in html) == lean, path
         assert "window.mnistlabPlotly" in html
     monkeypatch.setattr(B, "cartesian_available", lambda: False)  # no bundle: every page as Dash serves it
-    assert "/dash_ag_grid/" in client.get("/compare?runs=x").get_data(as_text=True)
+    html = client.get("/compare?runs=x").get_data(as_text=True)
+    assert "/dash_ag_grid/" in html and "/deps/polyfill@" in html and B.RUNTIME_ROUTE not in html
+
+
+def test_the_regenerator_runtime_is_the_one_its_readme_names():
+    readme = (B.RUNTIME.parent / "README.md").read_text()
+    assert B._sha256(B.RUNTIME) in readme and B.RUNTIME_ROUTE.split("-")[-1].removesuffix(".js") in readme
+
+
+def test_the_bundle_and_dash_s_large_scripts_carry_the_compile_hint_and_small_ones_do_not():
+    from dashboard.app import server
+    client = server.test_client()
+    html = client.get("/compare?runs=x").get_data(as_text=True)
+    scripts = re.findall(r'<script src="([^"]+)"', html)
+    hinted = {s.split("/")[-1].split(".")[0] for s in scripts if client.get(s).data.startswith(B.COMPILE_HINT)}
+    assert {"react-dom@18", "dash_renderer", "dash_core_components", "dash_core_components-shared",
+            "dash_html_components"} <= hinted, hinted
+    assert not hinted & {"react@18", "prop-types@15", "clientside", "regenerator-runtime-0"}, hinted
+    if B.cartesian_available():
+        bundle = client.get(B.ROUTE).data
+        assert bundle == B.COMPILE_HINT + B.bundle_path().read_bytes()
