@@ -129,7 +129,7 @@ class _Cohort:
             if ticks:
                 interrupt.check()
                 self._progress(ticks * tick)
-        self._progress(self.n_steps - self.n_steps // tick * tick)
+        self._progress(self.n_steps % tick)
         return self._mean_norms(norms), time.perf_counter() - start
 
     def report(self, epoch: int, grad_norms: torch.Tensor, seconds: float) -> None:

@@ -44,7 +44,6 @@ class FusedSgdStep:
         ones = torch.ones(len(x), 1, dtype=x.dtype)
         self.table = torch.cat([x, ones, torch.nn.functional.one_hot(y, N_CLASSES).to(x.dtype)], 1)
         self.lr = torch.tensor(lrs, dtype=x.dtype).view(-1, 1, 1)
-        self.layers = net.layers
         # Per layer: does the Gram route cost fewer multiply-adds than forming the gradient?
         self.gram = [batch_size * (l.fan_in + l.units) < l.fan_in * l.units for l in net.layers]
         # Each layer's weight and bias as one (K, units, fan_in + 1) tensor, the bias its last column, so
@@ -66,7 +65,7 @@ class FusedSgdStep:
     def _bytes_per_step(self) -> int:
         """What one step of a chunk holds: its rows of the table, and per layer a gradient or two Grams."""
         b, per_layer = self.batch_size, 0
-        for l, gram in zip(self.layers, self.gram):
+        for l, gram in zip(self.net.layers, self.gram):
             per_layer += 2 * b * b if gram else l.units * (l.fan_in + 1)
         return 4 * self.k * (b * self.table.shape[1] + per_layer)
 
@@ -139,7 +138,7 @@ class FusedSgdStep:
 
     def _hidden(self, b: int) -> list[torch.Tensor]:
         if b not in self.hidden:
-            self.hidden[b] = [torch.ones(self.k, b, l.units + 1, dtype=self.table.dtype) for l in self.layers[:-1]]
+            self.hidden[b] = [torch.ones(self.k, b, l.units + 1, dtype=self.table.dtype) for l in self.net.layers[:-1]]
         return self.hidden[b]
 
     def grad_norms(self, raw: torch.Tensor) -> torch.Tensor:
