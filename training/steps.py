@@ -20,11 +20,19 @@ a column of ones after its input, so a forward is one bmm and an update one
 baddbmm_.  benchmarks/grid_throughput.py measured the chunks and the folded biases
 at 1.3-1.5x the one-step-per-call version, against a plain eager loop.
 
+Where a C compiler is on the machine, `FusedSgdStep` hands each chunk to the C kernel of
+training/fused_sgd.c (built and loaded by training.native_kernel), which does the same
+arithmetic with no per-op dispatch and needs no Gram matrices: it has each layer's gradient
+in registers as it applies it, and sums its squares on the way.  grid_throughput.py measured
+it at 2.1-2.6x the PyTorch chunks below, which stay as the fallback and as its reference in
+the tests.
+
 Both write each step's norms as one row of a (steps, layers, K) buffer, so the epoch's
 mean is one reduction at its end rather than an add per step.
 """
 import torch
 
+from training import native_kernel
 from training.config import N_CLASSES, RunConfig
 from training.models import ACTIVATION_BACKWARD, StackedNet, mlp_grads, output_delta, per_model_loss
 from training.optim import make_optimizer
@@ -61,6 +69,8 @@ class FusedSgdStep:
         self.backward = ACTIVATION_BACKWARD[net.config.activation]
         self.hidden = {}  # batch size -> each hidden layer's (K, B, units + 1) activations, a column of ones last
         self.chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // self._bytes_per_step()))
+        # The C kernel (training.native_kernel) when it is built and the tensors are what it takes.
+        self.kernel = native_kernel.kernel() if self.table.dtype == torch.float32 else None
 
     def _bytes_per_step(self) -> int:
         """What one step of a chunk holds: its rows of the table, and per layer a gradient or two Grams."""
@@ -78,6 +88,8 @@ class FusedSgdStep:
         """Consecutive steps: idx (S, K*B), one step's rows per row; raw_norms (S, layers, K) gets what
         grad_norms reads.  The rows of all S steps come in one gather, the first layer's Grams in one bmm,
         and the norms in one reduction per layer at the end."""
+        if self.kernel is not None:
+            return self._kernel_steps(idx, raw_norms, update)
         n_steps, b = idx.shape[0], idx.shape[1] // self.k
         rows = self.table.index_select(0, idx.flatten()).view(n_steps, self.k, b, -1)
         inputs, targets = rows[..., :self.n_in + 1], rows[..., self.n_in + 1:]
@@ -120,6 +132,13 @@ class FusedSgdStep:
                 torch.linalg.vecdot(grams[i][0].flatten(2), grams[i][1].flatten(2), out=raw_norms[:, i])
             else:  # the bias column left out
                 torch.sum(grads[i][..., :-1].square(), (-2, -1), out=raw_norms[:, i])
+
+    def _kernel_steps(self, idx: torch.Tensor, raw_norms: torch.Tensor, update: bool) -> None:
+        raw = raw_norms if raw_norms.is_contiguous() else torch.empty_like(raw_norms, memory_format=torch.contiguous_format)
+        self.kernel.steps(self.table, self.n_in, idx.contiguous(), self.aug, self.lr.view(-1), raw,
+                          self.net.config.activation, self.net.config.loss, update)
+        if raw is not raw_norms:
+            raw_norms.copy_(raw)
 
     def _buffers(self, rows: torch.Tensor, n_steps: int, b: int):
         """Per layer, for the whole chunk: the Grams of its inputs and deltas, or its gradients."""

@@ -1,0 +1,120 @@
+"""The fused SGD step's C kernel (training/fused_sgd.c): built once per machine, loaded with ctypes.
+
+At batch 10 a step's PyTorch ops are mostly dispatch and small-GEMM overhead; one C call per chunk of
+steps runs the same arithmetic straight through (benchmarks/grid_throughput.py measures both).  The
+library is compiled with the machine's C compiler at first use, into the user's cache directory, named
+by the hash of its source, flags and CPU, so an edit, another compiler flag or another CPU builds anew.
+It is written under a temporary name and renamed, so processes starting at once never load half a file.
+
+Without a C compiler, or with MNIST_LAB_NATIVE=0, `kernel()` is None and training takes the PyTorch
+path: the same updates, slower.  ctypes releases the GIL for the call, so disjoint ranges of models
+run on several threads at once (`FusedKernel.steps`).
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("fused_sgd.c")
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
+ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2}
+LOSSES = {"mse": 0, "cross_entropy": 1}
+ENV = "MNIST_LAB_NATIVE"  # 0: never use the kernel; 1: fail loudly if it cannot be built
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-lab"
+
+
+def _cpu() -> str:
+    """What -march=native depends on: the CPU's model and flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "".join(l for l in lines if l.startswith(("model name", "flags")))[:4000]
+    except OSError:
+        return platform.processor()
+
+
+def _build(compiler: str) -> Path:
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
+                                     _cpu().encode()])).hexdigest()[:16]
+    target = cache_dir() / f"fused_sgd-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        subprocess.run([compiler, *FLAGS, "-o", str(out), str(SOURCE), "-lm"], check=True, capture_output=True,
+                       text=True, timeout=120)
+        os.replace(out, target)
+    return target
+
+
+@cache
+def kernel() -> "FusedKernel | None":
+    """The loaded kernel, or None where it is switched off or cannot be built (then say why, once, if asked)."""
+    wanted = os.environ.get(ENV, "")
+    if wanted == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    try:
+        if compiler is None:
+            raise RuntimeError("no C compiler (cc or gcc) on PATH")
+        return FusedKernel(ctypes.CDLL(str(_build(compiler))))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", None) or str(e)
+        if wanted == "1":
+            raise RuntimeError(f"{ENV}=1 but the fused SGD kernel could not be built: {detail.strip()[:300]}") from e
+        return None
+
+
+class FusedKernel:
+    def __init__(self, lib: ctypes.CDLL):
+        self.fn = lib.fused_sgd_steps
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self.fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr,
+                            ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64]
+        self.fn.restype = ctypes.c_int
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
+
+    def steps(self, table: torch.Tensor, n_in: int, idx: torch.Tensor, weights: list[torch.Tensor],
+              lr: torch.Tensor, raw: torch.Tensor, activation: str, loss: str, update: bool) -> None:
+        """Run the chunk: idx (S, K*B) int64, weights[i] (K, units, fan_in + 1), lr (K,), raw (S, L, K);
+        every tensor contiguous float32 (idx int64).  Models split over torch's thread count."""
+        n_steps, k = idx.shape[0], weights[0].shape[0]
+        b = idx.shape[1] // k
+        units = (ctypes.c_int64 * len(weights))(*[w.shape[1] for w in weights])
+        pointers = (ctypes.c_void_p * len(weights))(*[w.data_ptr() for w in weights])
+        args = (table.data_ptr(), table.shape[1], n_in, idx.data_ptr(), n_steps, k, b, len(weights), units,
+                pointers, lr.data_ptr(), raw.data_ptr(), ACTIVATIONS[activation], LOSSES[loss], int(update))
+        threads = max(1, min(torch.get_num_threads(), k))
+        bounds = [k * t // threads for t in range(threads + 1)]
+        if threads == 1:
+            codes = [self.fn(*args, 0, k)]
+        else:
+            if self._workers < threads - 1:
+                self._pool, self._workers = ThreadPoolExecutor(threads - 1, thread_name_prefix="fused-sgd"), threads - 1
+            futures = [self._pool.submit(self.fn, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+            codes = [self.fn(*args, bounds[0], bounds[1])] + [f.result() for f in futures]
+        if any(codes):
+            raise MemoryError("the fused SGD kernel could not allocate its buffers")
+
+
+def available() -> bool:
+    return kernel() is not None
+
+
+if __name__ == "__main__":  # python -m training.native_kernel: build now, and say where
+    os.environ.setdefault(ENV, "1")
+    print(f"fused SGD kernel: {_build(shutil.which('cc') or 'gcc')}" if kernel() else "fused SGD kernel: off",
+          file=sys.stderr)
