@@ -122,7 +122,8 @@ class _Cohort:
         perm = torch.stack([torch.randperm(len(self.x_train), generator=g) for g in self.generators])
         norms = torch.zeros(self.n_steps, len(self.net.layers), len(self.configs))
         done = 0
-        for idx in _batches(perm, self.first.batch_size, self.stepper.chunk):
+        # No chunk spans more than a tick, so progress and Ctrl-C keep their pace whatever the batch size.
+        for idx in _batches(perm, self.first.batch_size, min(self.stepper.chunk, tick)):
             self.stepper.steps(idx, norms[done:done + len(idx)])
             ticks = (done + len(idx)) // tick - done // tick
             done += len(idx)

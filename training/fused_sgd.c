@@ -169,14 +169,16 @@ static void output_delta(const float *z, const float *target, int64_t classes, f
     }
 }
 
-/* Steps s < S for models k0 <= k < k1 (a caller may run disjoint ranges on several threads).
+/* Steps s < S for every model, each model taken whole by whichever caller claims it next from *next:
+ * several threads may call at once with the same counter, and a thread slowed by other work on its
+ * core (the MLflow writer) simply claims fewer models.
  *
  * table (rows, n_in + 1 + classes): each image, a one, its one-hot label.  idx (S, K*B): model k's rows
  * of step s at idx[s][k*B .. (k+1)*B).  weights[i]: layer i's (K, units[i], fan_in + 1).  lr (K).
  * raw (S, L, K) gets ||g||^2 per step, layer and model.  Returns 0, or -1 when out of memory. */
 int fused_sgd_steps(const float *table, int64_t row_len, int64_t n_in, const int64_t *idx, int64_t S, int64_t K,
                     int64_t B, int64_t L, const int64_t *units, float *const *weights, const float *lr, float *raw,
-                    int act, int loss, int do_update, int64_t k0, int64_t k1)
+                    int act, int loss, int do_update, int64_t *next)
 {
     int64_t widest = n_in, hidden = 0;
     for (int64_t i = 0; i < L; i++) {
@@ -200,7 +202,7 @@ int fused_sgd_steps(const float *table, int64_t row_len, int64_t n_in, const int
             rows[(i + 1) * B + b] = h[i] + b * (units[i] + 1);
         }
     }
-    for (int64_t k = k0; k < k1; k++) {
+    for (int64_t k; (k = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) < K;) {
         float scale = lr[k] / (float)B;
         for (int64_t s = 0; s < S; s++) {
             const int64_t *mine = idx + s * K * B + k * B;

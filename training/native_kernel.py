@@ -82,7 +82,7 @@ class FusedKernel:
         self.fn = lib.fused_sgd_steps
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         self.fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr,
-                            ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64]
+                            ctypes.c_int, ctypes.c_int, ctypes.c_int, ptr]
         self.fn.restype = ctypes.c_int
         self._pool: ThreadPoolExecutor | None = None
         self._workers = 0
@@ -90,7 +90,7 @@ class FusedKernel:
     def steps(self, table: torch.Tensor, n_in: int, idx: torch.Tensor, weights: list[torch.Tensor],
               lr: torch.Tensor, raw: torch.Tensor, activation: str, loss: str, update: bool) -> None:
         """Run the chunk: idx (S, K*B) int64, weights[i] (K, units, fan_in + 1), lr (K,), raw (S, L, K);
-        every tensor contiguous float32 (idx int64).  Models split over torch's thread count."""
+        every tensor contiguous float32 (idx int64).  Torch's thread count of threads claim the models."""
         n_steps, k = idx.shape[0], weights[0].shape[0]
         b = idx.shape[1] // k
         units = (ctypes.c_int64 * len(weights))(*[w.shape[1] for w in weights])
@@ -98,14 +98,14 @@ class FusedKernel:
         args = (table.data_ptr(), table.shape[1], n_in, idx.data_ptr(), n_steps, k, b, len(weights), units,
                 pointers, lr.data_ptr(), raw.data_ptr(), ACTIVATIONS[activation], LOSSES[loss], int(update))
         threads = max(1, min(torch.get_num_threads(), k))
-        bounds = [k * t // threads for t in range(threads + 1)]
-        if threads == 1:
-            codes = [self.fn(*args, 0, k)]
-        else:
+        claimed = ctypes.c_int64(0)  # the next model to claim
+        args += (ctypes.addressof(claimed),)
+        futures = []
+        if threads > 1:
             if self._workers < threads - 1:
                 self._pool, self._workers = ThreadPoolExecutor(threads - 1, thread_name_prefix="fused-sgd"), threads - 1
-            futures = [self._pool.submit(self.fn, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-            codes = [self.fn(*args, bounds[0], bounds[1])] + [f.result() for f in futures]
+            futures = [self._pool.submit(self.fn, *args) for _ in range(threads - 1)]
+        codes = [self.fn(*args)] + [f.result() for f in futures]
         if any(codes):
             raise MemoryError("the fused SGD kernel could not allocate its buffers")
 

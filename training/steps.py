@@ -38,6 +38,9 @@ from training.models import ACTIVATION_BACKWARD, StackedNet, mlp_grads, output_d
 from training.optim import make_optimizer
 
 MAX_CHUNK = 32  # steps per FusedSgdStep.steps call in an epoch
+# The kernel's chunks: each one C call that holds no Python lock, so a background writer thread waits
+# for the interpreter at most once per chunk (the engine still checks for Ctrl-C once per progress tick).
+KERNEL_CHUNK = 256
 CHUNK_BYTES = 16 << 20  # and at most this much of table rows and per-step buffers per call
 # Hidden activations written into a buffer whose last column stays one (FusedSgdStep).
 _ACTIVATION_OUT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh,
@@ -71,6 +74,8 @@ class FusedSgdStep:
         self.chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // self._bytes_per_step()))
         # The C kernel (training.native_kernel) when it is built and the tensors are what it takes.
         self.kernel = native_kernel.kernel() if self.table.dtype == torch.float32 else None
+        if self.kernel is not None:  # it keeps no per-step buffers: chunks as long as a progress tick allows
+            self.chunk = KERNEL_CHUNK
 
     def _bytes_per_step(self) -> int:
         """What one step of a chunk holds: its rows of the table, and per layer a gradient or two Grams."""
