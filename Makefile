@@ -12,6 +12,7 @@ GRID    ?= training/grids/seeds.yaml
 .PHONY: install install-ray data browser run serve test test-fast bench screenshots
 
 install: $(STAMP) $(PLOTLY_BUNDLE)
+	@$(PY) -m training.native_kernel
 
 # Keyed on the content of requirements.txt: a second `make install` does nothing until it changes.
 $(STAMP): requirements.txt

@@ -18,11 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 from pathlib import Path
-
-import torch
 
 SOURCE = Path(__file__).with_name("fused_sgd.c")
 FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
@@ -87,10 +85,10 @@ class FusedKernel:
         self._pool: ThreadPoolExecutor | None = None
         self._workers = 0
 
-    def steps(self, table: torch.Tensor, n_in: int, idx: torch.Tensor, weights: list[torch.Tensor],
-              lr: torch.Tensor, raw: torch.Tensor, activation: str, loss: str, update: bool) -> None:
+    def steps(self, table, n_in: int, idx, weights: list, lr, raw, activation: str, loss: str, update: bool) -> None:
         """Run the chunk: idx (S, K*B) int64, weights[i] (K, units, fan_in + 1), lr (K,), raw (S, L, K);
         every tensor contiguous float32 (idx int64).  Torch's thread count of threads claim the models."""
+        import torch  # not at the top: `python -m training.native_kernel` (make install) needs no torch
         n_steps, k = idx.shape[0], weights[0].shape[0]
         b = idx.shape[1] // k
         units = (ctypes.c_int64 * len(weights))(*[w.shape[1] for w in weights])
@@ -105,16 +103,31 @@ class FusedKernel:
             if self._workers < threads - 1:
                 self._pool, self._workers = ThreadPoolExecutor(threads - 1, thread_name_prefix="fused-sgd"), threads - 1
             futures = [self._pool.submit(self.fn, *args) for _ in range(threads - 1)]
-        codes = [self.fn(*args)] + [f.result() for f in futures]
+        try:
+            codes = [self.fn(*args)]
+        finally:  # even on Ctrl-C: no thread may still be writing the weights once this returns
+            wait(futures)
+        codes += [f.result() for f in futures]
         if any(codes):
             raise MemoryError("the fused SGD kernel could not allocate its buffers")
 
 
-def available() -> bool:
-    return kernel() is not None
+def main() -> int:
+    """`python -m training.native_kernel` (make install): build it now, so the first training doesn't.
+    Says what it did; a machine without a compiler is not an error, training just takes the PyTorch path."""
+    if os.environ.get(ENV) == "0":
+        print(f"fused SGD kernel: off ({ENV}=0)")
+        return 0
+    os.environ[ENV] = "1"
+    try:
+        kernel()
+    except RuntimeError as e:
+        print(f"fused SGD kernel: not built, training takes the PyTorch path ({str(e).split(': ', 1)[-1]})",
+              file=sys.stderr)
+        return 0
+    print(f"fused SGD kernel: ready ({cache_dir()})")
+    return 0
 
 
-if __name__ == "__main__":  # python -m training.native_kernel: build now, and say where
-    os.environ.setdefault(ENV, "1")
-    print(f"fused SGD kernel: {_build(shutil.which('cc') or 'gcc')}" if kernel() else "fused SGD kernel: off",
-          file=sys.stderr)
+if __name__ == "__main__":
+    sys.exit(main())
