@@ -140,7 +140,8 @@ class FusedSgdStep:
 
     def _kernel_steps(self, idx: torch.Tensor, raw_norms: torch.Tensor, update: bool) -> None:
         raw = raw_norms if raw_norms.is_contiguous() else torch.empty_like(raw_norms, memory_format=torch.contiguous_format)
-        self.kernel.steps(self.table, self.n_in, idx.contiguous(), self.aug, self.lr.view(-1), raw,
+        # The kernel trusts its arguments (it reads rows by these indices), so they are made what it takes here.
+        self.kernel.steps(self.table, self.n_in, idx.to(torch.int64).contiguous(), self.aug, self.lr.view(-1), raw,
                           self.net.config.activation, self.net.config.loss, update)
         if raw is not raw_norms:
             raw_norms.copy_(raw)
