@@ -128,10 +128,19 @@ def test_hand_written_mlp_backprop_matches_autograd(name):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture
+def two_threads():
+    """The kernel's two threads claim the three models between them, whatever the machine's core count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("backend", ["kernel", "torch"])
 @pytest.mark.parametrize("b", [10, 64])  # torch path: at 10 the first layer's norm takes the Gram route, at 64 the gradient
 @pytest.mark.parametrize("name", ["nielsen", "deep-relu", "tanh-normal"])
-def test_the_fused_sgd_step_follows_torch_optim_and_reports_autograds_gradient_norms(name, b, backend):
+def test_the_fused_sgd_step_follows_torch_optim_and_reports_autograds_gradient_norms(name, b, backend, two_threads):
     config = CONFIGS[name]
     lrs, k = [3.0, 0.5, 0.05], 3
     net = _stack(config, [0, 1, 2])
@@ -147,7 +156,6 @@ def test_the_fused_sgd_step_follows_torch_optim_and_reports_autograds_gradient_n
         assert stepper.kernel is not None
     else:
         pytest.skip("no C compiler: the kernel is not built")
-    torch.set_num_threads(2)  # the kernel splits the three models over two threads, unevenly
     refs = []
     for i in range(k):
         module = to_module(config, net.model_params(i)).train()
