@@ -38,8 +38,8 @@ from training.models import ACTIVATION_BACKWARD, StackedNet, mlp_grads, output_d
 from training.optim import make_optimizer
 
 MAX_CHUNK = 32  # steps per FusedSgdStep.steps call in an epoch
-# The kernel's chunks: each one C call that holds no Python lock, so a background writer thread waits
-# for the interpreter at most once per chunk (the engine still checks for Ctrl-C once per progress tick).
+# The kernel's chunks: each is one C call that holds no Python lock, so the MLflow writer thread runs
+# meanwhile and training takes the interpreter back once per chunk (the engine caps a chunk at a progress tick).
 KERNEL_CHUNK = 256
 CHUNK_BYTES = 16 << 20  # and at most this much of table rows and per-step buffers per call
 # Hidden activations written into a buffer whose last column stays one (FusedSgdStep).
