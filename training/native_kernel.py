@@ -57,6 +57,11 @@ def _build(compiler: str) -> Path:
     return target
 
 
+def compiler() -> str | None:
+    """The C compiler the kernel is built with: $CC (default cc), else gcc; None if there is none."""
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
 @cache
 def kernel() -> "FusedKernel | None":
     """The loaded kernel, or None where it is switched off or cannot be built; with MNIST_LAB_NATIVE=1 a
@@ -64,11 +69,11 @@ def kernel() -> "FusedKernel | None":
     wanted = os.environ.get(ENV, "")
     if wanted == "0":
         return None
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    cc = compiler()
     try:
-        if compiler is None:
+        if cc is None:
             raise RuntimeError("no C compiler (cc or gcc) on PATH")
-        return FusedKernel(ctypes.CDLL(str(_build(compiler))))
+        return FusedKernel(ctypes.CDLL(str(_build(cc))))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         detail = getattr(e, "stderr", None) or str(e)
         if wanted == "1":
