@@ -7,11 +7,14 @@
 - `page`: a Playwright page in Debian's headless Chromium that records console errors.
 """
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -298,3 +301,35 @@ def module_store(tmp_path_factory):
 def use_module_store(module_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", module_store)
     return module_store
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
+    if not found[-1]:
+        pytest.fail("PostgreSQL is missing: apt-get install postgresql (.ci/run does this)")
+    return found[-1]
+
+
+def as_postgres(*cmd) -> list[str]:
+    # PostgreSQL refuses to run as root; as root, run it as Debian's `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster with an empty `mlflow` database.  Yields its SQLAlchemy URI."""
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    run = lambda *cmd: subprocess.run(as_postgres(*cmd), check=True, capture_output=True, text=True)
+    run(pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    run(pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "start",
+        "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off")
+    try:
+        run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

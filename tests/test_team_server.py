@@ -3,54 +3,16 @@
 PostgreSQL is Debian's package, run from a temp data dir on a free loopback port (`.ci/run` installs it).
 Artifacts go through the server (`--serve-artifacts`, the default) into a temp destination.
 """
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, free_port, start_server
+from tests.conftest import all_runs, start_server
 from training import contract as C
 
 pytestmark = pytest.mark.slow
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
-    if not found[-1]:
-        pytest.fail("PostgreSQL is missing: apt-get install postgresql (.ci/run does this)")
-    return found[-1]
-
-
-def as_postgres(*cmd) -> list[str]:
-    # PostgreSQL refuses to run as root; as root, run it as Debian's `postgres` user.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL cluster with an empty `mlflow` database.  Yields its SQLAlchemy URI."""
-    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
-    root = Path(tempfile.mkdtemp(prefix="pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", free_port()
-    run = lambda *cmd: subprocess.run(as_postgres(*cmd), check=True, capture_output=True, text=True)
-    run(pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-    run(pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "start",
-        "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off")
-    try:
-        run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ small (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT default to
 How the runs end is training.lifecycle's job; each run's description, written
 when it ends, comes from training.run_description over the epochs logged here.
 
-Epochs are written off the training thread (training.background_writer), each
-run's metrics of every epoch queued meanwhile in one log_batch; every queued
-write is in the store before any run ends, however it ends.
+Epochs are written off the training thread (training.background_writer): the
+metrics of every run and epoch queued meanwhile in one transaction when the store
+is MLflow's SQL store (training.sql_batch), else one log_batch per run; every
+queued write is in the store before any run ends, however it ends.
 """
 import os
 import random
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, SourceType
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.tracking import MlflowClient
 
 from training import contract as C
-from training import layer_summaries
+from training import layer_summaries, sql_batch
 from training.background_writer import BackgroundWriter
 from training.config import N_CLASSES, RunConfig
 from training.data import Mnist, raw_dir
@@ -161,7 +164,9 @@ class MlflowSink:
                  extra_tags: list[dict[str, str]] | None = None, source: str | None = None):
         self.client, self.configs = mlflow_client, configs
         self.run_ids: list[str] = []
+        self.artifacts: list[ArtifactRepository] = []  # each run's artifact store, in run_ids' order
         self.writer: BackgroundWriter[EpochWrite] = BackgroundWriter(self._write)
+        self._sql = sql_batch.sql_store(mlflow_client)  # None: writes go through MlflowClient.log_batch
         self.runs = RunsFlushedFirst(mlflow_client, self.writer)
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
@@ -170,15 +175,23 @@ class MlflowSink:
         source = source_tags(source)
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
+        experiments = {name: experiment_id(mlflow_client, name) for name in dict.fromkeys(c.experiment for c in configs)}
+        params: dict[str, list[Param]] = {}
         for k, config in enumerate(configs):
-            exp = experiment_id(mlflow_client, config.experiment)
             tags = {C.TAG_CONFIG_HASH: config.config_hash, **source, **((extra_tags or [{}] * len(configs))[k])}
-            run = retry(mlflow_client.create_run, exp, run_name=config.display_name, tags=tags)
+            run = retry(mlflow_client.create_run, experiments[config.experiment], run_name=config.display_name,
+                        tags=tags)
             rid = run.info.run_id
             self.run_ids.append(rid)
+            # Held from here: MlflowClient.log_artifact would read the whole run back (get_run) to find it.
+            self.artifacts.append(get_artifact_repository(run.info.artifact_uri,
+                                                          tracking_uri=mlflow_client.tracking_uri))
             self.runs.add(rid, partial(self.describe, k))
-            params = [Param(key, value) for key, value in run_params(config, data).items()]
-            retry(mlflow_client.log_batch, rid, params=params)
+            params[rid] = [Param(key, value) for key, value in run_params(config, data).items()]
+        if self._sql is None or not retry(sql_batch.log_params, self._sql, params):
+            for rid, logged in params.items():
+                retry(mlflow_client.log_batch, rid, params=logged)
+        for rid in self.run_ids:
             log_dataset(mlflow_client, rid, dataset)
 
     def log_epoch(self, k, epoch, metrics, snapshot):
@@ -198,13 +211,14 @@ class MlflowSink:
 
     def _write(self, jobs: list[EpochWrite]) -> None:
         """On the writer thread: each run's metrics in as few log_batch calls as fit, then the snapshots."""
-        per_run: dict[int, list[Metric]] = {}
+        per_run: dict[str, list[Metric]] = {}
         for job in jobs:
-            per_run.setdefault(job.k, []).extend(Metric(key, value, job.timestamp, job.epoch)
-                                                 for key, value in job.metrics.items())
-        for k, metrics in per_run.items():
-            for i in range(0, len(metrics), MAX_BATCH_METRICS):
-                retry(self.client.log_batch, self.run_ids[k], metrics=metrics[i:i + MAX_BATCH_METRICS])
+            per_run.setdefault(self.run_ids[job.k], []).extend(Metric(key, value, job.timestamp, job.epoch)
+                                                               for key, value in job.metrics.items())
+        if self._sql is None or not retry(sql_batch.log_metrics, self._sql, per_run):
+            for run_id, metrics in per_run.items():
+                for i in range(0, len(metrics), MAX_BATCH_METRICS):
+                    retry(self.client.log_batch, run_id, metrics=metrics[i:i + MAX_BATCH_METRICS])
         for job in jobs:
             self.last_epoch[job.k] = job.epoch
             self.history[job.k].append((job.epoch, job.metrics))
@@ -218,7 +232,7 @@ class MlflowSink:
         path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **snapshot)
-        retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
+        retry(self.artifacts[k].log_artifact, str(path), C.SNAPSHOT_DIR)
         path.unlink()
 
     def kept(self) -> str:
