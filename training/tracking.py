@@ -166,7 +166,7 @@ class MlflowSink:
         self.run_ids: list[str] = []
         self.artifacts: list[ArtifactRepository] = []  # each run's artifact store, in run_ids' order
         self.writer: BackgroundWriter[EpochWrite] = BackgroundWriter(self._write)
-        self._sql = sql_batch.sql_store(mlflow_client)  # None: writes go through MlflowClient.log_batch
+        self._sql = sql_batch.sql_store(mlflow_client)  # None: every write goes through MlflowClient
         self.runs = RunsFlushedFirst(mlflow_client, self.writer)
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
@@ -176,23 +176,26 @@ class MlflowSink:
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
         experiments = {name: experiment_id(mlflow_client, name) for name in dict.fromkeys(c.experiment for c in configs)}
-        params: dict[str, list[Param]] = {}
-        for k, config in enumerate(configs):
-            tags = {C.TAG_CONFIG_HASH: config.config_hash, **source, **((extra_tags or [{}] * len(configs))[k])}
-            run = retry(mlflow_client.create_run, experiments[config.experiment], run_name=config.display_name,
-                        tags=tags)
-            rid = run.info.run_id
-            self.run_ids.append(rid)
-            # Held from here: MlflowClient.log_artifact would read the whole run back (get_run) to find it.
-            self.artifacts.append(get_artifact_repository(run.info.artifact_uri,
-                                                          tracking_uri=mlflow_client.tracking_uri))
-            self.runs.add(rid, partial(self.describe, k))
-            params[rid] = [Param(key, value) for key, value in run_params(config, data).items()]
-        if self._sql is None or not retry(sql_batch.log_params, self._sql, params):
-            for rid, logged in params.items():
-                retry(mlflow_client.log_batch, rid, params=logged)
-        for rid in self.run_ids:
-            log_dataset(mlflow_client, rid, dataset)
+        new = [sql_batch.NewRun(experiments[config.experiment], config.display_name,
+                                {C.TAG_CONFIG_HASH: config.config_hash, **source, **(extra_tags or [{}] * len(configs))[k]},
+                                [Param(key, value) for key, value in run_params(config, data).items()])
+               for k, config in enumerate(configs)]
+        created = retry(sql_batch.create_runs, self._sql, new, dataset) if self._sql is not None else None
+        if created is not None:
+            for k, (rid, artifact_uri) in enumerate(created):
+                self._opened(k, rid, artifact_uri)
+            return
+        for k, run in enumerate(new):  # through MlflowClient, each run ended however the next one's creation goes
+            info = retry(mlflow_client.create_run, run.experiment_id, run_name=run.name, tags=run.tags).info
+            self._opened(k, info.run_id, info.artifact_uri)
+            retry(mlflow_client.log_batch, info.run_id, params=run.params)
+            log_dataset(mlflow_client, info.run_id, dataset)
+
+    def _opened(self, k: int, run_id: str, artifact_uri: str) -> None:
+        self.run_ids.append(run_id)
+        # Held from here: MlflowClient.log_artifact would read the whole run back (get_run) to find it.
+        self.artifacts.append(get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri))
+        self.runs.add(run_id, partial(self.describe, k))
 
     def log_epoch(self, k, epoch, metrics, snapshot):
         """Queue the epoch for the writer thread; raises what an earlier write failed with."""
@@ -227,12 +230,18 @@ class MlflowSink:
                 self._log_snapshot(job.k, job.epoch, job.snapshot)
 
     def _log_snapshot(self, k: int, epoch: int, snapshot: dict[str, np.ndarray]) -> None:
-        rid = self.run_ids[k]
+        rid, repo = self.run_ids[k], self.artifacts[k]
         self.predictions[k] = (epoch, np.bincount(snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
-        path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
+        name = C.snapshot_path(epoch).rsplit("/", 1)[1]
+        write_in_place = getattr(repo, "_write_to_destination_path", None)
+        if write_in_place is not None:
+            # A local store (SQLite's artifacts beside the database): MLflow's own staged write, straight into
+            # the run's folder, where log_artifact would first need a temp file to copy.
+            return retry(write_in_place, name, partial(np.savez, **snapshot), C.SNAPSHOT_DIR)
+        path = Path(self._tmp.name) / rid / name
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **snapshot)
-        retry(self.artifacts[k].log_artifact, str(path), C.SNAPSHOT_DIR)
+        retry(repo.log_artifact, str(path), C.SNAPSHOT_DIR)
         path.unlink()
 
     def kept(self) -> str:
