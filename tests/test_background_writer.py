@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, all_runs
 from training import contract as C
-from training.background_writer import BackgroundWriter
+from training.background_writer import COALESCE_LIMIT, BackgroundWriter
 
 # training.train as its CLI runs, with the writer slowed down (a store far slower than training) and every
 # epoch that reaches the writer announced on stdout as it is queued.
@@ -111,6 +111,23 @@ def test_writes_queued_while_the_writer_is_busy_go_in_one_call_in_order():
     gate.set()
     writer.close()
     assert calls == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_a_burst_of_writes_goes_in_one_call_and_a_steady_stream_is_not_held_back():
+    calls = []
+    writer = BackgroundWriter(lambda jobs: calls.append(list(jobs)))
+    for job in range(12):  # a grid's 12 models reporting one epoch, a millisecond apart
+        writer.put(job)
+        time.sleep(0.001)
+    writer.flush()
+    assert calls == [list(range(12))]
+    calls.clear()
+    start = time.monotonic()
+    while time.monotonic() - start < 0.5:  # never a pause: still written every COALESCE_LIMIT or so
+        writer.put(0)
+        time.sleep(0.001)
+    writer.close()
+    assert len(calls) >= 0.5 / COALESCE_LIMIT / 2, [len(c) for c in calls]
 
 
 def test_a_crash_mid_run_keeps_every_epoch_that_reached_the_writer(monkeypatch):
