@@ -1,17 +1,18 @@
 """Writing runs to MLflow: the store, the experiment, and one MLflow run per model of a cohort.
 
-All writes go through MlflowClient with explicit run ids, so a cohort of K
-models logs K runs side by side, each write retried through a busy or lost
-store (training.store_connection).  MLflow's own per-request retries are kept
+A cohort of K models logs K runs side by side, by explicit run ids, each write
+retried through a busy or lost store (training.store_connection).  Against
+MLflow's own SQL store the K runs are created, and each batch of their epochs
+written, in one transaction (training.sql_batch); against a tracking server,
+through MlflowClient run by run.  MLflow's own per-request retries are kept
 small (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT default to
 2 / 1 / 30 here, unless set) so that our loop, not MLflow's, bounds the wait.
 How the runs end is training.lifecycle's job; each run's description, written
 when it ends, comes from training.run_description over the epochs logged here.
 
-Epochs are written off the training thread (training.background_writer): the
-metrics of every run and epoch queued meanwhile in one transaction when the store
-is MLflow's SQL store (training.sql_batch), else one log_batch per run; every
-queued write is in the store before any run ends, however it ends.
+Epochs are written off the training thread (training.background_writer), each
+write taking every epoch queued until a short pause; every queued write is in
+the store before any run ends, however it ends.
 """
 import os
 import random
@@ -213,7 +214,8 @@ class MlflowSink:
             raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
 
     def _write(self, jobs: list[EpochWrite]) -> None:
-        """On the writer thread: each run's metrics in as few log_batch calls as fit, then the snapshots."""
+        """On the writer thread: every run's metrics in one transaction (a SQL store) or as few log_batch
+        calls per run as fit (a server), then the snapshots."""
         per_run: dict[str, list[Metric]] = {}
         for job in jobs:
             per_run.setdefault(self.run_ids[job.k], []).extend(Metric(key, value, job.timestamp, job.epoch)
