@@ -14,29 +14,59 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+/* The widest vectors the machine has: 16 floats with AVX-512 (where the GEMM that sets the floor
+ * runs twice as wide too), else 8.  The register blocks below are sized to the registers there are:
+ * 32 vector registers with AVX-512, 16 without.
+ *   BR x JR: the forward's rows of A by rows of W, one accumulator each;
+ *   UJ x UV: the update's rows of W by vectors of columns, one accumulator each. */
+#if defined(__AVX512F__)
+#define VW 16
+#define BR 5
+#define JR 5
+#define UJ 6
+#define UV 3
+#else
+#define VW 8
+#define BR 5
+#define JR 2
+#define UJ 4
+#define UV 2
+#endif
+typedef float vf __attribute__((vector_size(VW * 4), aligned(4), may_alias));
 
-static inline v8 load8(const float *p) { return *(const v8 *)p; }
-static inline void store8(float *p, v8 v) { *(v8 *)p = v; }
-static inline v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-static inline float hsum(v8 v)
+static inline vf load(const float *p) { return *(const vf *)p; }
+static inline void store(float *p, vf v) { *(vf *)p = v; }
+static inline vf splat(float x) { return (vf){0} + x; }
+/* The sum of a vector's lanes, halving it with vector adds: a forward block ends with BR * JR of
+ * these, and lane by lane they cost about a third of the block's FMAs at 16 lanes. */
+typedef float v4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float v8 __attribute__((vector_size(32), aligned(4), may_alias));
+static inline float hsum(vf v)
 {
-    float s = 0.f;
-    for (int i = 0; i < 8; i++)
-        s += v[i];
-    return s;
+#if VW == 16
+    v8 lo, hi;
+    memcpy(&lo, &v, sizeof lo);
+    memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
+    v8 e = lo + hi;
+#else
+    v8 e = v;
+#endif
+    v4 a, b;
+    memcpy(&a, &e, sizeof a);
+    memcpy(&b, (const char *)&e + sizeof a, sizeof b);
+    v4 f = a + b;
+    return (f[0] + f[2]) + (f[1] + f[3]);
 }
 
 enum { SIGMOID = 0, TANH = 1, RELU = 2 };
 enum { MSE = 0, CROSS_ENTROPY = 1 };
 
-/* Z[b][j] = A[b] . W[j] over n columns (b < B, j < U; Z's rows zs apart).  Blocks of 5 rows of A by
- * 2 of W: 10 accumulators, and 7 loads per 10 FMAs.  Short blocks repeat a row and drop its result. */
-#define BR 5
-#define JR 2
+/* Z[b][j] = A[b] . W[j] over n columns (b < B, j < U; Z's rows zs apart).  Blocks of BR rows of A by
+ * JR of W: BR + JR loads per BR * JR FMAs (7 per 10 with AVX2, 10 per 25 with AVX-512).  Short
+ * blocks repeat a row and drop its result. */
 static void forward(const float *const *A, int64_t B, const float *W, int64_t U, int64_t n, float *Z, int64_t zs)
 {
-    int64_t n8 = n & ~(int64_t)7;
+    int64_t nv = n - n % VW;
     for (int64_t b0 = 0; b0 < B; b0 += BR) {
         const float *a[BR];
         for (int r = 0; r < BR; r++)
@@ -45,16 +75,16 @@ static void forward(const float *const *A, int64_t B, const float *W, int64_t U,
             const float *w[JR];
             for (int q = 0; q < JR; q++)
                 w[q] = W + (j0 + q < U ? j0 + q : U - 1) * n;
-            v8 acc[BR][JR];
+            vf acc[BR][JR];
             for (int r = 0; r < BR; r++)
                 for (int q = 0; q < JR; q++)
                     acc[r][q] = splat(0.f);
-            for (int64_t c = 0; c < n8; c += 8) {
-                v8 wv[JR];
+            for (int64_t c = 0; c < nv; c += VW) {
+                vf wv[JR];
                 for (int q = 0; q < JR; q++)
-                    wv[q] = load8(w[q] + c);
+                    wv[q] = load(w[q] + c);
                 for (int r = 0; r < BR; r++) {
-                    v8 av = load8(a[r] + c);
+                    vf av = load(a[r] + c);
                     for (int q = 0; q < JR; q++)
                         acc[r][q] += av * wv[q];
                 }
@@ -62,7 +92,7 @@ static void forward(const float *const *A, int64_t B, const float *W, int64_t U,
             for (int r = 0; r < BR && b0 + r < B; r++)
                 for (int q = 0; q < JR && j0 + q < U; q++) {
                     float s = hsum(acc[r][q]);
-                    for (int64_t c = n8; c < n; c++)
+                    for (int64_t c = nv; c < n; c++)
                         s += a[r][c] * w[q][c];
                     Z[(b0 + r) * zs + j0 + q] = s;
                 }
@@ -71,42 +101,64 @@ static void forward(const float *const *A, int64_t B, const float *W, int64_t U,
 }
 
 /* g = D^T A (U x n), the gradient scaled by lr/B; W -= g when updating.  Returns ||g||^2 over the
- * first n - 1 columns (not the bias).  Blocks of 4 rows of W by 16 columns: 8 accumulators, and per
- * image 2 loads of A and 4 broadcasts of D for 8 FMAs.  dl: scratch of B * 4. */
-#define UJ 4
+ * first n - 1 columns (not the bias).  Blocks of UJ rows of W by UV vectors of columns: per image UV
+ * loads of A and UJ broadcasts of D for UJ * UV FMAs (6 per 8 with AVX2, 9 per 18 with AVX-512);
+ * then blocks of one vector, so that only the bias column (and what is left of a row narrower than a
+ * vector) is summed one float at a time: 784 columns in blocks of 48 leave 16, which the scalar loop
+ * took longer over than the vectors over the other 768.  dl: scratch of B * UJ. */
 static float update(const float *const *A, int64_t B, const float *D, int64_t U, float *W, int64_t n,
                     int do_update, float *dl)
 {
-    int64_t fan_in = n - 1, c16 = fan_in & ~(int64_t)15;
-    v8 vnorm = splat(0.f);
+    int64_t fan_in = n - 1, blocks = fan_in - fan_in % (UV * VW), vectors = fan_in - fan_in % VW;
+    vf vnorm = splat(0.f);
     float norm = 0.f;
     for (int64_t j0 = 0; j0 < U; j0 += UJ) {
         int64_t jr = U - j0 < UJ ? U - j0 : UJ;
         for (int64_t b = 0; b < B; b++)
             for (int q = 0; q < UJ; q++)
                 dl[b * UJ + q] = q < jr ? D[b * U + j0 + q] : 0.f;
-        for (int64_t c = 0; c < c16; c += 16) {
-            v8 g[UJ][2];
+        for (int64_t c = 0; c < blocks; c += UV * VW) {
+            vf g[UJ][UV];
             for (int q = 0; q < UJ; q++)
-                g[q][0] = g[q][1] = splat(0.f);
+                for (int v = 0; v < UV; v++)
+                    g[q][v] = splat(0.f);
             for (int64_t b = 0; b < B; b++) {
-                v8 a0 = load8(A[b] + c), a1 = load8(A[b] + c + 8);
+                vf a[UV];
+                for (int v = 0; v < UV; v++)
+                    a[v] = load(A[b] + c + v * VW);
                 for (int q = 0; q < UJ; q++) {
-                    v8 d = splat(dl[b * UJ + q]);
-                    g[q][0] += d * a0;
-                    g[q][1] += d * a1;
+                    vf d = splat(dl[b * UJ + q]);
+                    for (int v = 0; v < UV; v++)
+                        g[q][v] += d * a[v];
                 }
             }
-            for (int q = 0; q < jr; q++) {
-                vnorm += g[q][0] * g[q][0] + g[q][1] * g[q][1];
+            for (int q = 0; q < UJ; q++)  /* to UJ, not jr: constant bounds keep g in registers */
+                for (int v = 0; v < UV && q < jr; v++) {
+                    vnorm += g[q][v] * g[q][v];
+                    if (do_update) {
+                        float *w = W + (j0 + q) * n + c + v * VW;
+                        store(w, load(w) - g[q][v]);
+                    }
+                }
+        }
+        for (int64_t c = blocks; c < vectors; c += VW) {
+            vf g[UJ];
+            for (int q = 0; q < UJ; q++)
+                g[q] = splat(0.f);
+            for (int64_t b = 0; b < B; b++) {
+                vf a = load(A[b] + c);
+                for (int q = 0; q < UJ; q++)
+                    g[q] += splat(dl[b * UJ + q]) * a;
+            }
+            for (int q = 0; q < UJ && q < jr; q++) {
+                vnorm += g[q] * g[q];
                 if (do_update) {
                     float *w = W + (j0 + q) * n + c;
-                    store8(w, load8(w) - g[q][0]);
-                    store8(w + 8, load8(w + 8) - g[q][1]);
+                    store(w, load(w) - g[q]);
                 }
             }
         }
-        for (int64_t c = c16; c < n; c++)
+        for (int64_t c = vectors; c < n; c++)
             for (int q = 0; q < jr; q++) {
                 float g = 0.f;
                 for (int64_t b = 0; b < B; b++)
