@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +51,9 @@ ALL_DRAWN = """(n) => {
   if (plots.length < n || document.querySelector('[data-dash-is-loading="true"]')) return false;
   return plots.every(p => p.querySelector('.main-svg')) ? performance.now() : false;
 }"""
-COUNT_PLOTS = "() => document.querySelectorAll('.js-plotly-plot').length"
+# Charts drawn so far, none of Dash's components loading (-1 while one is).
+COUNT_DRAWN = """() => document.querySelector('[data-dash-is-loading="true"]') ? -1
+  : [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length"""
 
 
 def train_runs(tmp: Path, env: dict) -> list:
@@ -123,14 +126,25 @@ def load_once(browser, url: str, n_plots: int) -> float:
         context.close()
 
 
-def count_plots(browser, url: str) -> int:
+def count_plots(browser, url: str, settle: float = 3.0) -> int:
+    """How many charts the page ends up drawing: their count once it has held for `settle` seconds.
+
+    Not "network idle": `mlflow ui` with 2 workers keeps a request open for minutes on a machine with
+    no internet, so that never comes."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
-        page.goto(url, wait_until="networkidle", timeout=120_000)
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
-        page.wait_for_timeout(3000)  # the charts that come later, from callbacks
-        return page.evaluate(COUNT_PLOTS)
+        page.goto(url, wait_until="load", timeout=120_000)
+        deadline = time.monotonic() + 120
+        count, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            drawn = page.evaluate(COUNT_DRAWN)
+            if drawn != count:
+                count, since = drawn, time.monotonic()
+            elif drawn and time.monotonic() - since >= settle:  # the charts that come later, from callbacks
+                return drawn
+            page.wait_for_timeout(200)
+        return count if count > 0 else 0
     finally:
         context.close()
 
