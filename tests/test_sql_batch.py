@@ -95,7 +95,8 @@ def test_runs_created_in_one_transaction_read_back_as_mlflows_own(client):
         assert artifact_uri == client.get_run(rid).info.artifact_uri
         assert abs(client.get_run(rid).info.start_time - client.get_run(refs[exp]).info.start_time) < 60_000
     # MLflow's search finds them as its own: by param, by tag and by name.
-    found = client.search_runs([first, second], "params.lr = '0.1' and tags.cfg = '9f' and attributes.run_name = 'lr=0.1'")
+    found = client.search_runs([first, second],
+                               "params.lr = '0.1' and tags.cfg = '9f' and attributes.run_name = 'lr=0.1'")
     assert sorted(r.info.run_id for r in found) == sorted([*refs.values(), *(rid for rid, _ in created)])
     # A long param value is truncated as MLflow truncates it.
     assert 0 < len(client.get_run(created[0][0]).data.params["note"]) < 10_000
@@ -110,7 +111,8 @@ def test_a_new_experiments_dataset_row_is_made_once(client):
     assert len({d.dataset.digest for rid in [ref, *(r for r, _ in created)]
                 for d in client.get_run(rid).inputs.dataset_inputs}) == 1
     with store.engine.connect() as db:  # MLflow's experiment-datasets listing, one query down
-        assert db.execute(sa.text("select count(*) from datasets where experiment_id = :e"), {"e": int(exp)}).scalar() == 1
+        rows = db.execute(sa.text("select count(*) from datasets where experiment_id = :e"), {"e": int(exp)})
+        assert rows.scalar() == 1
 
 
 def test_what_it_cannot_write_it_leaves_untouched_for_mlflows_own_path(client):

@@ -158,7 +158,8 @@ def create_runs(store, runs: list[NewRun], dataset: DatasetInput | None = None) 
                 "user_id": run.tags.get(MLFLOW_USER, "unknown"), "status": RunStatus.to_string(RunStatus.RUNNING),
                 "start_time": start_time, "end_time": None, "deleted_time": None, "source_version": "",
                 "lifecycle_stage": LifecycleStage.ACTIVE})
-            tags += [{"run_uuid": run_id, "key": k, "value": v} for k, v in {MLFLOW_RUN_NAME: run.name, **run.tags}.items()]
+            tags += [{"run_uuid": run_id, "key": k, "value": v}
+                     for k, v in {MLFLOW_RUN_NAME: run.name, **run.tags}.items()]
             params += [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in run.params]
         session.execute(sa.insert(SqlRun.__table__), rows)
         session.execute(sa.insert(SqlTag.__table__), tags)
@@ -177,8 +178,9 @@ def _link_dataset(session, dataset: DatasetInput, runs: list[tuple[int, str]]) -
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlDataset, SqlInput, SqlInputTag
     d = dataset.dataset
-    uuids = {exp: u for exp, u in session.execute(sa.select(SqlDataset.experiment_id, SqlDataset.dataset_uuid).where(
-        SqlDataset.experiment_id.in_({exp for exp, _ in runs}), SqlDataset.name == d.name, SqlDataset.digest == d.digest))}
+    found = sa.select(SqlDataset.experiment_id, SqlDataset.dataset_uuid).where(
+        SqlDataset.experiment_id.in_({exp for exp, _ in runs}), SqlDataset.name == d.name, SqlDataset.digest == d.digest)
+    uuids = dict(session.execute(found).tuples())
     for exp in sorted({exp for exp, _ in runs} - set(uuids)):  # a row another trainer adds meanwhile: IntegrityError
         uuids[exp] = uuid.uuid4().hex
         session.execute(sa.insert(SqlDataset.__table__), [{

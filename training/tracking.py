@@ -177,8 +177,9 @@ class MlflowSink:
         self._tmp = tempfile.TemporaryDirectory(prefix="snapshots-")
         dataset = _dataset_input(data)
         experiments = {name: experiment_id(mlflow_client, name) for name in dict.fromkeys(c.experiment for c in configs)}
+        extra_tags = extra_tags or [{}] * len(configs)
         new = [sql_batch.NewRun(experiments[config.experiment], config.display_name,
-                                {C.TAG_CONFIG_HASH: config.config_hash, **source, **(extra_tags or [{}] * len(configs))[k]},
+                                {C.TAG_CONFIG_HASH: config.config_hash, **source, **extra_tags[k]},
                                 [Param(key, value) for key, value in run_params(config, data).items()])
                for k, config in enumerate(configs)]
         created = retry(sql_batch.create_runs, self._sql, new, dataset) if self._sql is not None else None
