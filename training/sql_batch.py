@@ -180,7 +180,7 @@ def _link_dataset(session, dataset: DatasetInput, runs: list[tuple[int, str]]) -
     d = dataset.dataset
     found = sa.select(SqlDataset.experiment_id, SqlDataset.dataset_uuid).where(
         SqlDataset.experiment_id.in_({exp for exp, _ in runs}), SqlDataset.name == d.name, SqlDataset.digest == d.digest)
-    uuids = dict(session.execute(found).tuples())
+    uuids = {exp: dataset_uuid for exp, dataset_uuid in session.execute(found)}
     for exp in sorted({exp for exp, _ in runs} - set(uuids)):  # a row another trainer adds meanwhile: IntegrityError
         uuids[exp] = uuid.uuid4().hex
         session.execute(sa.insert(SqlDataset.__table__), [{
