@@ -16,7 +16,6 @@ Both writers answer falsely, having written nothing, when they cannot take this 
 experiment that is not active; rows that collide with rows already there).  The caller then writes
 through MlflowClient, which raises MLflow's own error, or drops repeated values as MLflow does.
 """
-import math
 import uuid
 from dataclasses import dataclass
 
@@ -28,9 +27,6 @@ from mlflow.utils.time import get_current_time_millis
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_batch_log_data
 
-LARGEST = 1.7976931348623157e308  # what MLflow stores for ±inf: SQL has no infinity
-
-
 def sql_store(client: MlflowClient):
     """The client's SqlAlchemyStore, or None when it talks to a tracking server or another kind of store."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -38,13 +34,8 @@ def sql_store(client: MlflowClient):
     return store if isinstance(store, SqlAlchemyStore) else None
 
 
-def _metric_row(run_id: str, metric: Metric) -> dict:
-    value = float(metric.value)
-    is_nan = math.isnan(value)
-    if is_nan:
-        value = 0.0
-    elif math.isinf(value):
-        value = LARGEST if value > 0 else -LARGEST
+def _metric_row(store, run_id: str, metric: Metric) -> dict:
+    is_nan, value = store.sanitize_metric_value(float(metric.value))  # MLflow's own: NaN as 0, ±inf as ±max
     return {"run_uuid": run_id, "key": metric.key, "value": value, "timestamp": int(metric.timestamp),
             "step": int(metric.step), "is_nan": is_nan}
 
@@ -84,7 +75,7 @@ def log_metrics(store, metrics_per_run: dict[str, list[Metric]]) -> bool:
         _validate_batch_log_data(metrics, [], [])
     # Identical values once, as MLflow keeps them.
     rows = list({tuple(r.values()): r for run_id, metrics in metrics_per_run.items()
-                 for r in (_metric_row(run_id, m) for m in metrics)}.values())
+                 for r in (_metric_row(store, run_id, m) for m in metrics)}.values())
     if not rows:
         return True
     run_ids = sorted(metrics_per_run)
