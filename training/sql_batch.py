@@ -126,8 +126,9 @@ def create_runs(store, runs: list[NewRun], dataset: DatasetInput | None = None) 
     from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlParam, SqlRun, SqlTag
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    for run in runs:
-        _, run.params, _ = _validate_batch_log_data([], run.params, [RunTag(k, v) for k, v in run.tags.items()])
+    # MLflow's checks, and its params as it would keep them (a long value truncated); the callers' runs untouched.
+    params_of = [_validate_batch_log_data([], run.params, [RunTag(k, v) for k, v in run.tags.items()])[1]
+                 for run in runs]
     experiment_ids = sorted({int(run.experiment_id) for run in runs})
     start_time = get_current_time_millis()
     ids = [uuid.uuid4().hex for _ in runs]
@@ -138,7 +139,7 @@ def create_runs(store, runs: list[NewRun], dataset: DatasetInput | None = None) 
         if len(experiments) != len(experiment_ids):
             return None
         uris, rows, tags, params = [], [], [], []
-        for run_id, run in zip(ids, runs):
+        for run_id, run, run_params in zip(ids, runs, params_of):
             exp = experiments[int(run.experiment_id)]
             uris.append(append_to_uri_path(exp.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME))
             # As SqlAlchemyStore.create_run: the source type UNKNOWN (the tags hold the real one), the user
@@ -151,7 +152,7 @@ def create_runs(store, runs: list[NewRun], dataset: DatasetInput | None = None) 
                 "lifecycle_stage": LifecycleStage.ACTIVE})
             tags += [{"run_uuid": run_id, "key": k, "value": v}
                      for k, v in {MLFLOW_RUN_NAME: run.name, **run.tags}.items()]
-            params += [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in run.params]
+            params += [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in run_params]
         session.execute(sa.insert(SqlRun.__table__), rows)
         session.execute(sa.insert(SqlTag.__table__), tags)
         if params:
