@@ -49,8 +49,8 @@ def log_store(n_runs: int, epochs: int, snapshot_runs: int) -> tuple[str, list[s
     from mlflow.tracking import MlflowClient
 
     from training import contract as C
-    from training.running_best import RunningBest
-    from training.tracking import tracking_uri
+    from training.engine.running_best import RunningBest
+    from training.tracking.mlflow_sink import tracking_uri
     client = MlflowClient(tracking_uri())
     artifacts = Path(os.environ["BENCH_ARTIFACTS"])
     exp = client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
@@ -125,7 +125,7 @@ def mlflow_search(experiment_id: str, filter_string: str = "") -> int:
     """MLflow's own search for the same runs, in one call, as a script would ask for them."""
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
-    from training.tracking import tracking_uri
+    from training.tracking.mlflow_sink import tracking_uri
     return len(MlflowClient(tracking_uri()).search_runs([experiment_id], filter_string, ViewType.ACTIVE_ONLY,
                                                         max_results=50_000))
 
@@ -142,7 +142,7 @@ def compare(run_ids: list[str]):
 
 def run_detail(run_id: str):
     """The reads a run-detail page makes: every contract metric, the snapshot list, and each snapshot."""
-    from dashboard import store
+    from dashboard.read import store
     from training import contract as C
     run = store.get_run(run_id)
     keys = list(C.EPOCH_METRICS) + [f(layer) for layer in store.layer_names(run)
@@ -176,7 +176,7 @@ def _seconds(fn, *args) -> float:
 def beside_search(experiment_id: str, filter_string: str) -> tuple[float, float, float, float]:
     """(ours cold, search cold, ours warm, search warm): the runs page and MLflow's search for the same runs,
     in turn.  Cold empties the dashboard's in-process caches first; warm is the median of WARM_REPEATS turns."""
-    from dashboard import cache
+    from dashboard.read import cache
     cache.clear()
     search_cold = _seconds(mlflow_search, experiment_id, filter_string)
     cache.clear()
@@ -203,7 +203,7 @@ def start_mlflow_server(root: Path, backend_uri: str) -> tuple[subprocess.Popen,
 def existing(n_runs: int) -> tuple[str, list[str]] | None:
     """The experiment and run ids of a kept store that already holds n_runs finished runs, else None."""
     from mlflow.tracking import MlflowClient
-    from training.tracking import tracking_uri
+    from training.tracking.mlflow_sink import tracking_uri
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             exp, ids = log_store(args.runs, args.epochs, snapshot_runs=1)
             print(f"logged in {time.perf_counter() - t0:.0f} s\n", flush=True)
-        from dashboard import store
+        from dashboard.read import store
         store.experiments()  # open the client and its DB connection: "cold" measures the reads, not start-up
         pages = [("sqlite", "runs page", "", beside_search(exp, "")),
                  ("sqlite", "filtered", FILTER, beside_search(exp, FILTER))]

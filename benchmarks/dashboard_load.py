@@ -70,7 +70,7 @@ class Page:
 
 def pick_pages() -> list[Page]:
     """Pages over real runs of the store: 3 finished runs to compare, the first with snapshots for detail/neurons."""
-    from dashboard import store
+    from dashboard.read import store
     runs = store.search_runs([e["id"] for e in store.experiments()])
     finished = [r for r in runs if store.is_finished(r) and store.layer_names(r)]
     with_snapshots = [r for r in finished
@@ -201,7 +201,7 @@ def start_server(workers: int, cache_dir: str) -> tuple[subprocess.Popen, str]:
 
 
 def credentials():
-    from dashboard.auth import credentials as creds
+    from dashboard.serving.auth import credentials as creds
     return creds()
 
 
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 4)), help="as make serve (default 4)")
     args = p.parse_args(argv)
 
-    from training.tracking import tracking_uri
+    from training.tracking.mlflow_sink import tracking_uri
     print(f"store: {tracking_uri()}  cores: {os.cpu_count()}")
     pages = pick_pages()
     auth = credentials()

@@ -26,9 +26,9 @@ GOALS_S = {"fv": 2.0, "cka": 0.5, "map_cold": 3.0, "map_warm": 0.3, "image": 1.0
 def train_runs(root: Path) -> list[str]:
     """Two seeds of [784,30,10] sigmoid and a CNN: short but real training."""
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
     mlp = dict(sizes=(784, 30, 10), activation="sigmoid", loss="mse", lr=3.0, batch_size=10, epochs=2,
                train_size=5000, experiment="deep-neurons")
     configs = [RunConfig(**mlp), RunConfig(**mlp, seed=1),
@@ -70,11 +70,11 @@ def image_page(run_id: str, epoch: int) -> int:
 
 
 def bench(run_id: str, other: str | None) -> list[tuple]:
-    from dashboard import cache
-    from dashboard import deep_neurons as D
-    from dashboard import neuron_stats as S
+    from dashboard.read import cache
+    from dashboard.loaders import deep_neurons as D
+    from dashboard.loaders import neuron_stats as S
     from dashboard.analytics.cka import linear_cka
-    from dashboard.neuron_target import resolve
+    from dashboard.loaders.neuron_target import resolve
     t = resolve(run_id, 1)
     name = f"{t.run_name[:28]} layer 1 ({t.units} units)"
     page_layout("/runs/<run_id>/images/<index>")  # imports the app once, outside the timings

@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.config import RunConfig  # noqa: E402
-from training.data import load  # noqa: E402
-from training.engine import train_cohort  # noqa: E402
+from training.engine.loop import train_cohort  # noqa: E402
+from training.nets.data import load  # noqa: E402
 
 SIZES = (784, 30, 10)
 BATCH = 10
@@ -204,7 +204,7 @@ def main() -> None:
 def time_logged(data, epochs: int) -> tuple[float, float]:
     """(e): seconds per model-epoch from creating the runs until every epoch is in a fresh store; then the
     seconds that logging the final models takes once."""
-    from training.tracking import MlflowSink, client
+    from training.tracking.mlflow_sink import MlflowSink, client
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db?timeout=60"
         mlflow_client = client()

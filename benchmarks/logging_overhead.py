@@ -19,8 +19,8 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from training.data import data_root
 from training.examples import pytorch_mnist, writeup_d
+from training.nets.data import data_root
 from training.own_loop import logged_run
 
 GOAL = 0.10

@@ -31,9 +31,9 @@ GOAL_FIRST_OPEN_S, GOAL_UNIT_MS = 2.0, 300.0
 def train_runs(root: Path) -> dict[str, str]:
     """Two seeds of [784,20,10] sigmoid (write-up C's shape) and a CNN: short but real training."""
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
     mlp = dict(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=3.0, batch_size=10, epochs=2,
                train_size=5000, experiment="neuron-latency")
     configs = {"mlp": RunConfig(**mlp), "mlp_b": RunConfig(**mlp, seed=1),
@@ -67,7 +67,7 @@ def page_module(path_template: str):
 
 
 def serialised_panels(t, unit: int) -> int:
-    from dashboard.views.unit_panels import panels
+    from dashboard.loaders.unit_panels import panels
     p = panels(t, unit)
     size = 0
     for value in p.values():
@@ -77,9 +77,9 @@ def serialised_panels(t, unit: int) -> int:
 
 
 def bench_run(label: str, run_id: str, other: str | None, layer_page) -> list[tuple]:
-    from dashboard import neuron_stats as S
-    from dashboard import store
-    from dashboard.neuron_target import hidden_layers, resolve
+    from dashboard.loaders import neuron_stats as S
+    from dashboard.read import store
+    from dashboard.loaders.neuron_target import counterpart, hidden_layers, resolve
     rows = []
     run = store.get_run(run_id)
     epochs = store.snapshot_epochs(run_id)
@@ -104,8 +104,9 @@ def bench_run(label: str, run_id: str, other: str | None, layer_page) -> list[tu
             dt, _ = timed(serialised_panels, t0, 0)
             rows.append((label, f"scrub step to epoch {epochs[0]}, layer {layer} (cold)", dt * 1000, None))
         if other:
-            cold, _ = timed(S.best_match, t, 0, other)
-            warm, _ = timed(S.best_match, t, 1, other)
+            match = lambda u: S.best_match(t, u, counterpart(t, other))  # as the unit page: resolve, then match
+            cold, _ = timed(match, 0)
+            warm, _ = timed(match, 1)
             rows.append((label, f"match in another run, layer {layer}: cold", cold * 1000, None))
             rows.append((label, f"match in another run, layer {layer}: warm", warm * 1000, None))
     return rows
@@ -130,8 +131,8 @@ def main(argv=None) -> int:
         ids = train_runs(Path(tmp.name))
         runs = {"mlp [784,20,10]": (ids["mlp"], ids["mlp_b"]), "cnn": (ids["cnn"], None)}
 
-    from dashboard import neuron_stats as S
-    from dashboard import store
+    from dashboard.loaders import neuron_stats as S
+    from dashboard.read import store
     layer_page = page_module("/runs/<run_id>/neurons")
     dt, _ = timed(store.test_set)
     dt2, _ = timed(S.test_images)

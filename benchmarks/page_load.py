@@ -102,7 +102,7 @@ def start_servers(tmp: Path, env: dict, runs, procs: list[subprocess.Popen]) -> 
         procs.append(subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=log, start_new_session=True))
     for port, proc in zip((ours, mlflow_port, bare), procs):
         wait_http(f"http://127.0.0.1:{port}/", proc)
-    from dashboard.mlflow_links import compare_url
+    from dashboard.read.mlflow_links import compare_url
     ids = [r.info.run_id for r in runs]
     first = ids[0]
     pages = {

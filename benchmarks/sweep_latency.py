@@ -33,9 +33,9 @@ LRS, SEEDS = (0.5, 1.0, 3.0), tuple(range(10))
 def train_runs() -> list[str]:
     """30 runs of [784,20,10] sigmoid, 3 learning rates x 10 seeds, trained as one stacked cohort."""
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
     configs = [RunConfig(sizes=(784, 20, 10), activation="sigmoid", loss="mse", lr=lr, batch_size=20, epochs=2,
                          train_size=2000, seed=s, experiment="sweep-latency") for lr in LRS for s in SEEDS]
     data = load(train_size=2000)
@@ -61,7 +61,7 @@ def served(layout, **query) -> int:
 
 
 def cold_and_warm(layout, repeats: int = 5, **query) -> tuple[float, float, int]:
-    from dashboard import cache
+    from dashboard.read import cache
     cache.clear()
     t0 = time.perf_counter()
     size = served(layout, **query)
@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         ids = train_runs()
         print(f"trained {len(ids)} runs in {time.perf_counter() - t0:.0f} s")
-    from dashboard import neuron_stats, store
+    from dashboard.loaders import neuron_stats
+    from dashboard.read import store
     t0 = time.perf_counter()
     store.client(), store.test_set(), neuron_stats.test_inputs()
     print(f"{'MLflow client and test set':34} {time.perf_counter() - t0:7.2f} s   (once per server process)")

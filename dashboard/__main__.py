@@ -1,7 +1,7 @@
 """python -m dashboard [--host 127.0.0.1] [--port 8050] [--debug]"""
 import argparse
 
-from dashboard import auth
+from dashboard.serving import auth
 
 
 def main(argv=None) -> None:

@@ -4,10 +4,12 @@ from pathlib import Path
 import dash
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
-from dashboard import auth, lean_pages
+from dashboard.serving import auth, lean_pages
 
 app = Dash(__name__, use_pages=True, pages_folder=str(Path(__file__).parent / "pages"),
            title="MNIST Lab", suppress_callback_exceptions=True)
+# The page's language, for screen readers' pronunciation and WCAG 3.1.1 (Dash's index page leaves it out).
+app.index_string = app.index_string.replace("<html>", '<html lang="en">', 1)
 server = app.server
 auth.protect(server)  # a login on every route when DASHBOARD_USER/DASHBOARD_PASSWORD are set
 lean_pages.install(app)  # the cartesian plotly.js where a page needs no more, loading from the start

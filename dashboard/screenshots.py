@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--mlflow-ui", metavar="URL", help="an MLflow UI over the same store: shoot the link to it")
     args = p.parse_args(argv)
     if args.mlflow_ui:
-        from dashboard.mlflow_links import ENV_UI_URL
+        from dashboard.read.mlflow_links import ENV_UI_URL
         os.environ[ENV_UI_URL] = args.mlflow_ui  # for the dashboard this command serves
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,12 @@ import os
 import socket
 import sys
 
-from dashboard import auth
+from dashboard.serving import auth
 
 
 def gunicorn_argv(host: str, port: int, workers: int, log_level: str = "info") -> list[str]:
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    # Workers are separate processes: what one reads from the store the others find in dashboard.cache.
+    # Workers are separate processes: what one reads from the store the others find in dashboard.read.cache.
     # --preload imports the app (torch, plotly, MLflow) once and forks the workers from it: they start in
     # a moment and share that memory.  No control socket: its one default path per user would clash
     # between two dashboards on one machine.
@@ -40,7 +40,7 @@ def prepare(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         print(f"error: {args.host}:{args.port} is already in use (another dashboard?); pick another port, "
               f"e.g. --port {args.port + 1} (make: PORT={args.port + 1})", file=sys.stderr)
         sys.exit(2)
-    from dashboard import cache
+    from dashboard.read import cache
     print(f"Shared cache: {cache.root()} (one folder per MLflow store)")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the server log readable
 

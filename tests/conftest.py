@@ -69,9 +69,9 @@ def trained_store(tmp_path_factory):
 
     Run ids: store.run_ids["sigmoid"], ["sigmoid_b"], ["relu"], ["cnn"], ["foreign"].
     """
-    from training.data import load
-    from training.engine import cohort_key, train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import cohort_key, train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
 
     root = tmp_path_factory.mktemp("trained-store")
     uri = sqlite_uri(root)
@@ -92,7 +92,7 @@ def trained_store(tmp_path_factory):
         ids = [by_config[cfg] for cfg in configs]
         import mlflow
         mlflow.set_tracking_uri(uri)
-        from training.tracking import experiment_id
+        from training.tracking.mlflow_sink import experiment_id
         # As a plain script would, except the artifact root sits beside this temp store, not in ./mlruns.
         with mlflow.start_run(experiment_id=experiment_id(c, "foreign"), run_name="plain script") as run:
             mlflow.log_metric("accuracy", 0.5)
@@ -257,6 +257,15 @@ def assert_no_dash_errors(pg) -> None:
     assert pg.locator(".dash-fe-error__title").count() == 0
 
 
+def wait_drawn(pg, ids, timeout: float = 30000) -> None:
+    """Wait until each element id holds a drawn Plotly figure and no callback is loading.
+
+    By id, not by a page-wide count of `.main-svg`: Plotly draws two per figure, so a count is
+    reached while a later callback has not answered yet."""
+    pg.wait_for_function("ids => ids.every(id => document.querySelector(`#${id} .js-plotly-plot .main-svg`))",
+                         arg=list(ids), timeout=timeout)
+    pg.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=timeout)
+
 
 def log_contract_run(name, curves=None, params=None, tags=None, experiment="runs", status="FINISHED") -> str:
     """Log a contract-shaped run straight through MlflowClient into the current store (no training).  Returns its id.
@@ -266,7 +275,7 @@ def log_contract_run(name, curves=None, params=None, tags=None, experiment="runs
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import tracking_uri
+    from training.tracking.mlflow_sink import tracking_uri
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
@@ -317,7 +326,7 @@ def as_postgres(*cmd) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A throwaway PostgreSQL cluster with an empty `mlflow` database.  Yields its SQLAlchemy URI."""
+    """A throwaway PostgreSQL cluster with empty `mlflow` and `optuna` databases.  Yields the `mlflow` one's SQLAlchemy URI."""
     # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
     root = Path(tempfile.mkdtemp(prefix="pg-"))
     if os.geteuid() == 0:
@@ -329,6 +338,8 @@ def postgres():
         "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off")
     try:
         run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
+        # A second database for Optuna studies: its tables (and its alembic_version) beside MLflow's would clash.
+        run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)

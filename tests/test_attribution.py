@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dashboard.analytics.attribution import integrated_gradients
-from training.models import CNN, MLP
+from training.nets.models import CNN, MLP
 
 REFERENCE_STEPS = 4000
 
@@ -52,7 +52,7 @@ def test_a_relu_cnn_with_max_pooling_reports_its_true_completeness_gap():
 @pytest.mark.slow
 def test_completeness_on_real_digits_for_the_predicted_and_the_true_class():
     from tests.test_feature_vis import quick_mlp
-    from training.data import load
+    from training.nets.data import load
     _, net, test_x = quick_mlp()
     labels = load(train_size=1).test_y.numpy()
     for i in range(0, 2000, 100):

@@ -11,13 +11,13 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, all_runs
 from training import contract as C
-from training.background_writer import COALESCE_LIMIT, BackgroundWriter
+from training.tracking.background_writer import COALESCE_LIMIT, COALESCE_PAUSE, BackgroundWriter
 
 # training.train as its CLI runs, with the writer slowed down (a store far slower than training) and every
 # epoch that reaches the writer announced on stdout as it is queued.
 SLOW_TRAINER = r"""
 import runpy, sys, time
-from training import tracking
+from training.tracking import mlflow_sink as tracking
 real_log, real_write = tracking.MlflowSink.log_epoch, tracking.MlflowSink._write
 def log_epoch(self, k, epoch, metrics, snapshot):
     real_log(self, k, epoch, metrics, snapshot)
@@ -97,15 +97,16 @@ def test_a_failed_write_is_raised_on_the_training_thread_and_later_writes_still_
 
 
 def test_writes_queued_while_the_writer_is_busy_go_in_one_call_in_order():
-    calls, gate = [], threading.Event()
+    calls, writing, gate = [], threading.Event(), threading.Event()
 
     def write(jobs):
+        writing.set()
         gate.wait(10)
         calls.append(list(jobs))
 
     writer = BackgroundWriter(write)
     writer.put(0)
-    time.sleep(0.2)  # the writer holds job 0 and waits at the gate
+    assert writing.wait(10)  # job 0's call has begun: nothing put from here on can join it
     for job in range(1, 6):
         writer.put(job)
     gate.set()
@@ -113,29 +114,68 @@ def test_writes_queued_while_the_writer_is_busy_go_in_one_call_in_order():
     assert calls == [[0], [1, 2, 3, 4, 5]]
 
 
-def test_a_burst_of_writes_goes_in_one_call_and_a_steady_stream_is_not_held_back():
-    calls = []
-    writer = BackgroundWriter(lambda jobs: calls.append(list(jobs)))
-    for job in range(12):  # a grid's 12 models reporting one epoch, a millisecond apart
-        writer.put(job)
-        time.sleep(0.001)
-    writer.flush()
-    assert calls == [list(range(12))]
-    calls.clear()
-    start = time.monotonic()
-    while time.monotonic() - start < 0.5:  # never a pause: still written every COALESCE_LIMIT or so
-        writer.put(0)
-        time.sleep(0.001)
+def _timed_puts(jobs: int, spacing: float | None = None, seconds: float | None = None):
+    """Jobs 0, 1, ... put `spacing` apart (all `jobs`, or for `seconds`) into a fresh writer; its calls, and
+    the monotonic time just before and just after each put (what the writer's rule is checked against)."""
+    calls, times = [], []
+    writer = BackgroundWriter(lambda batch: calls.append(list(batch)))
+    stop = time.monotonic() + seconds if seconds else None
+    while (len(times) < jobs) if stop is None else (time.monotonic() < stop):
+        start = time.monotonic()
+        writer.put(len(times))
+        times.append((start, time.monotonic()))
+        time.sleep(spacing or 0)
     writer.close()
-    assert len(calls) >= 0.5 / COALESCE_LIMIT / 2, [len(c) for c in calls]
+    assert [job for call in calls for job in call] == list(range(len(times)))  # every job once, in order
+    return calls, times
+
+
+def _cuts(calls, times) -> list[tuple[float, float]]:
+    """At each boundary between two calls: (the next job's put end - the last job's put start, the next job's
+    put end - the call's first job's put start).  The writer waits COALESCE_PAUSE for each next job, from after
+    it took the last one, and stops waiting COALESCE_LIMIT after it took the first: so a cut where the first
+    is within COALESCE_PAUSE and the second within COALESCE_LIMIT is one its rule forbids."""
+    out, first = [], 0
+    for call in calls[:-1]:
+        last = first + len(call) - 1
+        arrived = times[last + 1][1]
+        out.append((arrived - times[last][0], arrived - times[first][0]))
+        first = last + 1
+    return out
+
+
+def test_writes_a_millisecond_apart_go_in_one_call_and_none_is_cut_off_before_a_pause():
+    tight = 0
+    for _ in range(20):  # the grid's 12 models reporting one epoch; again if the machine stalled this thread
+        calls, times = _timed_puts(12, spacing=0.001)
+        early = [c for c in _cuts(calls, times) if c[0] <= COALESCE_PAUSE and c[1] <= COALESCE_LIMIT]
+        assert early == [], (early, [len(c) for c in calls])
+        gaps = [b[1] - a[0] for a, b in zip(times, times[1:])]
+        if max(gaps) <= COALESCE_PAUSE and times[-1][1] - times[0][0] <= COALESCE_LIMIT:
+            tight += 1
+            assert calls == [list(range(12))], [len(c) for c in calls]
+            if tight == 3:
+                return
+    pytest.fail(f"in 20 bursts only {tight} had every put within COALESCE_PAUSE of the last: too loaded to tell")
+
+
+def test_a_stream_without_a_pause_is_still_written_every_coalesce_limit():
+    for _ in range(10):  # each a stream of 0.5 s; again if the machine stalled this thread all along
+        calls, times = _timed_puts(0, spacing=0.001, seconds=0.5)
+        cuts = _cuts(calls, times)
+        assert not [c for c in cuts if c[0] <= COALESCE_PAUSE and c[1] <= COALESCE_LIMIT], cuts
+        # A cut with no pause before it: only the deadline makes one.
+        if [c for c in cuts if c[0] <= COALESCE_PAUSE]:
+            return
+    pytest.fail("in 10 streams of 0.5 s the writer never cut a stream that did not pause: no deadline")
 
 
 def test_a_crash_mid_run_keeps_every_epoch_that_reached_the_writer(monkeypatch):
-    from training import tracking
+    from training.tracking import mlflow_sink as tracking
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.lifecycle import RunLifecycle
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.lifecycle import RunLifecycle
 
     real_write = tracking.MlflowSink._write
     monkeypatch.setattr(tracking.MlflowSink, "_write", lambda self, jobs: time.sleep(0.3) or real_write(self, jobs))

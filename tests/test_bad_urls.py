@@ -42,6 +42,15 @@ def bad_paths(ids, deleted):
         f"/runs/{cnn}/neurons/1/99", f"/runs/{ids['foreign']}/neurons?layer=1", f"/runs/{deleted}/neurons/1/0",
         "/compare?runs=", "/compare?runs=,,,", "/compare?runs=zz,../x", f"/compare?runs={UNKNOWN},{deleted}",
         "/compare?runs=" + ",".join([sig] * 25), "/compare?runs=%2Fetc%2Fpasswd",
+        f"/runs/{sig}/neurons/circuit", f"/runs/{sig}/neurons/circuit?layer=1&unit=999",
+        f"/runs/{sig}/neurons/circuit?layer=abc&unit=0", f"/runs/{sig}/neurons/circuit?layer=1&unit=0&epoch=55",
+        f"/runs/{cnn}/neurons/circuit?layer=1&unit=0", f"/runs/{ids['foreign']}/neurons/circuit?layer=1&unit=0",
+        f"/runs/{UNKNOWN}/neurons/digits", f"/runs/{sig}/neurons/digits?digit=10",
+        f"/runs/{sig}/neurons/digits?digit=-1", f"/runs/{sig}/neurons/digits?digit=x&epoch=99",
+        f"/runs/{cnn}/neurons/digits", f"/runs/{deleted}/neurons/digits?digit=3",
+        f"/runs/{sig}/neurons/ablation?layer=9", f"/runs/{sig}/neurons/ablation?layer=1&epoch=55",
+        f"/runs/{sig}/neurons/ablation?layer=1&mode=max", f"/runs/{ids['foreign']}/neurons/ablation?layer=1",
+        f"/runs/{cnn}/neurons/ablation?layer=3", f"/runs/{deleted}/neurons/ablation", f"/runs/{UNKNOWN}/neurons/ablation",
         "/?experiment=999999", "/?experiment=../../x", "/?filter=params.lr%20%3D%3D%3D%20'", "/no/such/page",
     ]
 
@@ -87,7 +96,7 @@ def test_page_layouts_never_raise_on_any_url_values(layouts, trained_store, run_
             continue
         kwargs = {"run_id": run_id, "layer": layer, "unit": unit, "epoch": epoch, "runs": runs,
                   "experiment": other, "filter": other, "compare": other, "sort": other, "smooth": other,
-                  "params": other}
+                  "params": other, "digit": other}
         names = set(layout.__code__.co_varnames[:layout.__code__.co_argcount])
         shown = layout(**{k: v for k, v in kwargs.items() if k in names})
         assert isinstance(shown, Component), (template, shown)  # a page or a message

@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from dashboard import deep_neurons as D
-from dashboard import neuron_stats as S
-from dashboard.neuron_target import resolve
+from dashboard.loaders import deep_neurons as D
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders.neuron_target import resolve
 from tests.conftest import assert_no_dash_errors
 
 pytestmark = pytest.mark.browser
@@ -38,7 +38,7 @@ def test_unit_page_shows_what_it_wants_and_when_it_appeared(page, dashboard_url,
     page.goto(f"{dashboard_url}/runs/{t.run_id}/neurons/{layer}/3")
     page.wait_for_selector("#unit-emergence .main-svg", timeout=WAIT)
     assert page.get_attribute("#unit-fv", "src").startswith("data:image/png;base64,")
-    vis = D.feature_vis(t.run_id, t.epoch, layer, 3)
+    vis = D.feature_vis(t, 3)
     assert f"{vis.objective:.2f}" in page.inner_text("#unit-fv-value")
     line = page.inner_text("#unit-emergence-line")
     assert (f"epoch {e.emergence[3]}" in line) if e.emergence[3] is not None else line.startswith("Never")
@@ -72,7 +72,7 @@ def test_layer_page_sorts_by_emergence_charts_verdicts_and_shows_feature_visuali
 @pytest.mark.parametrize("run", RUNS)
 def test_layer_map_colours_the_10000_images_by_digit_hover_shows_one_click_opens_it(page, dashboard_url, ids, run):
     t = resolve(ids[run], 1)
-    xy, _ = D.layer_map(t.run_id, t.epoch, 1, "pca")
+    xy, _ = D.layer_map(t, "pca")
     _, labels = S.test_images()
     page.goto(f"{dashboard_url}/runs/{t.run_id}/neurons/map?layer=1")
     page.wait_for_selector("#map-graph .main-svg", timeout=WAIT)
@@ -96,7 +96,7 @@ def test_layer_map_colours_the_10000_images_by_digit_hover_shows_one_click_opens
 @pytest.mark.parametrize("run", RUNS)
 def test_image_page_shows_the_outputs_every_hidden_unit_and_attributions(page, dashboard_url, ids, run):
     t = resolve(ids[run], 1)
-    d = D.one_image_data(t.run_id, t.epoch, 8)
+    d = D.one_image_data(t, 8)
     page.goto(f"{dashboard_url}/runs/{t.run_id}/images/8?epoch={t.epoch}")
     page.wait_for_selector("#image-probs .main-svg", timeout=WAIT)
     assert plot_data(page, "image-probs")[0]["y"] == pytest.approx(list(d.probs), abs=1e-6)
@@ -115,7 +115,7 @@ def test_image_page_shows_the_outputs_every_hidden_unit_and_attributions(page, d
 def test_similarity_across_three_runs_and_across_epochs(page, dashboard_url, ids):
     runs = [ids["sigmoid"], ids["sigmoid_b"], ids["relu"]]
     ts = [resolve(r, 1) for r in runs]
-    m = D.runs_similarity(tuple(runs), 1, tuple(t.epoch for t in ts))
+    m = D.runs_similarity(tuple(ts))
     page.goto(f"{dashboard_url}/similarity?runs={','.join(runs)}&layer=1&run={runs[1]}")
     page.wait_for_selector("#similarity-epochs .main-svg", timeout=WAIT)
     np.testing.assert_allclose(plot_data(page, "similarity-runs")[0]["z"], m, atol=1e-9)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import neuron_stats as S
-from dashboard.neuron_target import resolve
-from dashboard.views.unit_report import summary_sentence
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders.neuron_target import resolve
+from dashboard.views.neurons.unit_report import summary_sentence
 from tests.conftest import assert_no_dash_errors, served
 from tests.test_neurons_real import reference_matching
 from training import contract as C

@@ -3,9 +3,9 @@ render with no console errors, unit pages show the top 8 images and a verdict, a
 matched on its unit page with a unit of example (a)."""
 import pytest
 
-from dashboard import neuron_stats as S
-from dashboard import store
-from dashboard.neuron_target import hidden_layers, resolve
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders.neuron_target import counterpart, hidden_layers, resolve
+from dashboard.read import store
 from tests.conftest import assert_no_dash_errors, served
 from tests.test_examples import EXAMPLES, examples_store, in_examples_store  # noqa: F401 (fixtures)
 
@@ -59,7 +59,8 @@ def test_unit_pages_show_the_top_8_images_and_a_verdict(page, own_dashboard, in_
 def test_a_builtin_unit_is_matched_on_its_unit_page_with_a_unit_of_example_a(page, own_dashboard,
                                                                             in_examples_store):
     builtin, own = in_examples_store["builtin"], in_examples_store["writeup_d"]
-    match = S.best_match(resolve(builtin, 1, None, 3), 3, own)
+    t = resolve(builtin, 1, None, 3)
+    match = S.best_match(t, 3, counterpart(t, own))
     _open(page, f"{own_dashboard}/runs/{builtin}/neurons/1/3?compare={own}", "#unit-compare-corr")
     assert page.locator("#unit-compare-corr").inner_text() == f"r = {match.corr:.2f}"
     assert f"unit {match.unit}, correlation" in page.content()

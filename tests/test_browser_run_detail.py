@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from tests.conftest import assert_no_dash_errors
+from tests.conftest import assert_no_dash_errors, wait_drawn
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 30000
@@ -11,10 +11,8 @@ FIGURE_SECTIONS = ["run-progress", "run-architecture", "run-gradients", "run-dea
                    "run-activations", "run-confidence", "run-confusion", "run-gallery", "run-samples"]
 
 
-def wait_loaded(page, n_figures: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_figures}",
-                           timeout=TIMEOUT)
-    page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=TIMEOUT)
+def wait_loaded(page, sections: list[str]) -> None:
+    wait_drawn(page, sections, TIMEOUT)
 
 
 def confidence_epoch(page) -> str:
@@ -24,7 +22,7 @@ def confidence_epoch(page) -> str:
 @pytest.mark.parametrize("kind", ["sigmoid", "relu", "cnn"])
 def test_every_section_of_a_contract_run_shows_a_figure(page, dashboard_url, trained_store, kind):
     page.goto(f"{dashboard_url}/runs/{trained_store.run_ids[kind]}")
-    wait_loaded(page, len(FIGURE_SECTIONS))
+    wait_loaded(page, FIGURE_SECTIONS)
     for section in FIGURE_SECTIONS:
         assert page.locator(f"#{section} .js-plotly-plot .main-svg").count() >= 1, section
         assert page.locator(f"#{section} .js-plotly-plot .plot-container .trace, "
@@ -39,7 +37,7 @@ def test_every_section_of_a_contract_run_shows_a_figure(page, dashboard_url, tra
 def test_the_epoch_slider_writes_the_url_and_back_and_reload_restore_it(page, dashboard_url, trained_store):
     url = f"{dashboard_url}/runs/{trained_store.run_ids['sigmoid']}"
     page.goto(url)
-    wait_loaded(page, len(FIGURE_SECTIONS))
+    wait_loaded(page, FIGURE_SECTIONS)
     assert "epoch 2" in confidence_epoch(page)  # default: the last snapshot
     page.focus("#run-epoch .dash-slider-thumb")
     page.keyboard.press("Home")
@@ -55,7 +53,7 @@ def test_the_epoch_slider_writes_the_url_and_back_and_reload_restore_it(page, da
     page.wait_for_function("document.querySelector('#run-confidence-graph .xtitle')?.textContent.includes('epoch 0')",
                            timeout=TIMEOUT)
     page.goto(url + "?epoch=1")  # a bookmarked epoch
-    wait_loaded(page, len(FIGURE_SECTIONS))
+    wait_loaded(page, FIGURE_SECTIONS)
     assert "epoch 1" in confidence_epoch(page)
     assert page.get_attribute("#run-epoch .dash-slider-thumb", "aria-valuenow") == "1"
     assert_no_dash_errors(page)
@@ -98,7 +96,7 @@ def test_a_bad_run_id_is_a_message_not_an_error(page, dashboard_url, path, messa
 
 def test_an_epoch_without_a_snapshot_is_explained(page, dashboard_url, trained_store):
     page.goto(f"{dashboard_url}/runs/{trained_store.run_ids['relu']}?epoch=99")
-    wait_loaded(page, len(FIGURE_SECTIONS))
+    wait_loaded(page, FIGURE_SECTIONS)
     assert "Epoch 99 has no snapshot" in page.inner_text("body")
     assert "epoch 2" in confidence_epoch(page)
     assert_no_dash_errors(page)

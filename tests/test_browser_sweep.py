@@ -70,7 +70,7 @@ def test_two_runs_show_fixed_and_broken_counts_and_mcnemar_recomputed_from_their
     page.goto(f"{url}/compare?runs={a},{b}&epoch=2")
     page.wait_for_selector("#compare-fixed-count", timeout=TIMEOUT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    from dashboard import store
+    from dashboard.read import store
     labels = store.test_set()[1]
     pa, pb = (store.load_snapshot(r, 2)[store.C.PRED_CLASS] for r in (a, b))
     fixed, broken = int(np.sum((pa != labels) & (pb == labels))), int(np.sum((pa == labels) & (pb != labels)))

@@ -58,7 +58,7 @@ def bad_store(trained_store, tmp_path_factory):
 @pytest.mark.parametrize("run", ["huge", "huge_foreign"])
 def test_a_snapshot_declaring_100_gb_is_refused_in_under_a_second_without_allocating_it(bad_store, monkeypatch, run):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", bad_store.uri)
-    from dashboard import store
+    from dashboard.read import store
     rid = bad_store.ids[run]
     last = store.snapshot_epochs(rid)[-1]  # the run and its file list are read before measuring
     tracemalloc.start()

@@ -35,7 +35,7 @@ def test_two_grids_and_a_dashboard_reader_share_one_store(tmp_path, monkeypatch)
     uri = f"sqlite:///{tmp_path}/mlflow.db?timeout=60"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     MlflowClient(uri).search_experiments()  # one process creates the schema
-    from dashboard import store
+    from dashboard.read import store
 
     grids = [_start_grid(tmp_path, name, uri) for name in ("left", "right")]
     errors, reads, seen_running = [], [0], [False]

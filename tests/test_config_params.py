@@ -41,8 +41,8 @@ def test_a_cnn_config_ignores_sizes_so_its_params_round_trip():
 
 
 def test_the_architecture_label_has_its_own_param_and_arch_keeps_the_option():
-    from training.tracking import run_params  # the params a real run logs
-    from training.data import Mnist
+    from training.tracking.mlflow_sink import run_params  # the params a real run logs
+    from training.nets.data import Mnist
     import torch
     empty = torch.zeros(0)
     data = Mnist(empty, empty, empty, empty, root=None, sha256={"f": "0" * 64})

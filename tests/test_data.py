@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO, all_runs
 from tests.idx import write_tiny_mnist
-from training import data as mnist
+from training.nets import data as mnist
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 
@@ -127,3 +127,22 @@ def test_test_images_for_display_are_the_verified_test_split_as_stored(tiny):
     _corrupt(mnist.raw_dir(root) / "t10k-images-idx3-ubyte", "flipped")
     with pytest.raises(mnist.DataError, match="t10k-images-idx3-ubyte"):
         mnist.load_test_images(root, checksums=sums)
+
+
+def test_the_shared_test_set_is_the_verified_split_read_once_and_read_only():
+    from common import mnist_idx
+    images, labels = mnist_idx.test_set()
+    ref_images, ref_labels = mnist.load_test_images()  # read afresh, through the tensors' own path
+    assert images.dtype == np.uint8 and images.shape == (10000, 28, 28) and labels.dtype == np.int64
+    assert np.array_equal(images, ref_images.numpy()) and np.array_equal(labels, ref_labels.numpy())
+    again = mnist_idx.test_set()
+    assert again[0] is images and again[1] is labels  # one copy per process, for every caller
+    with pytest.raises(ValueError, match="read-only"):
+        images[0, 0, 0] = 1  # no caller can change what the next one sees
+
+
+def test_the_shared_test_set_refuses_files_that_are_not_the_published_ones(tiny):
+    from common import mnist_idx
+    root, _ = tiny  # well-formed IDX files, but not MNIST's sha256s
+    with pytest.raises(mnist_idx.MnistFileError, match="t10k-images-idx3-ubyte: sha256 mismatch"):
+        mnist_idx.test_set(root)

@@ -1,6 +1,6 @@
 """Unit emergence: the first epoch whose verdict is class-selective, counts per epoch, the emergence order."""
+from common import neurons as N
 from dashboard.analytics import emergence as E
-from dashboard.analytics import neurons as N
 
 
 def test_emergence_epoch_is_the_first_class_selective_verdict():

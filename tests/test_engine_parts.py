@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from training import contract as C
-from training.cohorts import MAX_COHORT, cohort_key, make_cohorts, total_steps
 from training.config import RunConfig
-from training.data import Mnist
-from training.engine import DIVERGENCE_FACTOR, divergence, epoch_metrics, train_cohort, wants_snapshot
-from training.evaluation import Evaluator
-from training.models import StackedNet, init_params, to_module
+from training.engine.cohorts import MAX_COHORT, cohort_key, make_cohorts, total_steps
+from training.engine.evaluation import Evaluator
+from training.engine.loop import DIVERGENCE_FACTOR, divergence, epoch_metrics, train_cohort, wants_snapshot
+from training.nets.data import Mnist
+from training.nets.models import StackedNet, init_params, to_module
 
 
 def test_a_finite_loss_under_the_factor_is_not_divergence_and_one_over_it_is():
@@ -141,6 +141,27 @@ def test_a_cohort_reports_every_epoch_snapshots_on_schedule_and_fails_only_the_d
     with torch.no_grad():
         pred = to_module(good, result.params[1])(synthetic.test_x).argmax(-1)
     assert b[-1] == pytest.approx(float((pred == synthetic.test_y).double().mean()))
+
+
+def test_a_model_stopped_by_the_caller_leaves_the_stack_and_its_neighbours_train_as_alone(synthetic):
+    common = dict(sizes=(784, 16, 10), activation="relu", loss="cross_entropy", epochs=3, train_size=400,
+                  batch_size=20)
+    first, second = RunConfig(lr=0.1, **common), RunConfig(lr=0.05, seed=1, **common)
+    alone, both = RecordingSink(), RecordingSink()
+    train_cohort([second], synthetic, alone)
+    asked = []
+
+    def stop(k, epoch, metrics):  # as a search's pruner: model 0 goes after its first trained epoch
+        asked.append((k, epoch))
+        return k == 0 and epoch == 1
+    result = train_cohort([first, second], synthetic, both, stop=stop)
+    assert result.params[0] is None and result.params[1] is not None and not both.failures
+    assert [e for e, _ in both.epochs[0]] == [0, 1] and [e for e, _ in both.epochs[1]] == [0, 1, 2, 3]
+    assert asked == [(0, 0), (1, 0), (0, 1), (1, 1), (1, 2), (1, 3)]  # never asked again once stopped
+    # Evaluated without the stopped model, the other's numbers are the ones it gets alone.
+    for (_, m_alone), (_, m_both) in zip(alone.epochs[0], both.epochs[1]):
+        assert m_both[C.TEST_ACC] == pytest.approx(m_alone[C.TEST_ACC], abs=1e-3)
+        assert m_both[C.TRAIN_LOSS] == pytest.approx(m_alone[C.TRAIN_LOSS], rel=1e-3)
 
 
 def test_a_cohort_with_val_size_scores_the_last_images_and_never_trains_on_them(synthetic):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import cache, logged_activations, neuron_stats, neuron_target, store
+from dashboard.loaders import logged_activations, neuron_stats, neuron_target
+from dashboard.read import cache, store
 from tests.conftest import REPO, all_runs, sqlite_uri
 from training import contract as C
 
@@ -64,7 +65,7 @@ def test_example_b_logs_every_hidden_layer_after_its_relu(in_examples_store):
     assert [(l.name, l.kind, l.units, l.activation) for l in layers] == [
         ("conv1", "conv", 32, "relu"), ("conv2", "conv", 64, "relu"), ("fc1", "linear", 128, "relu"),
         ("fc2", "linear", 10, "none")]
-    acts = logged_activations.hidden_units(run.info.run_id, 2)
+    acts = logged_activations.hidden_units(neuron_target.resolve(run.info.run_id, 1, 2))
     assert [a.shape for a in acts] == [(10_000, 32), (10_000, 64), (10_000, 128)]
     assert all(a.min() >= 0 for a in acts)  # after a ReLU
 
@@ -74,9 +75,9 @@ def test_a_builtin_unit_is_matched_with_a_unit_of_example_a(in_examples_store):
     builtin, own = in_examples_store["builtin"], in_examples_store["writeup_d"]
     t = neuron_target.resolve(builtin, 1, None, 3)
     assert own in [o["value"] for o in neuron_stats.comparable_runs(t)]
-    match = neuron_stats.best_match(t, 3, own)
-    a = neuron_stats.layer_activations(builtin, t.epoch, 1).acts.astype(np.float64)
-    b = logged_activations.hidden_units(own, match.other.epoch)[0].astype(np.float64)
+    match = neuron_stats.best_match(t, 3, neuron_target.counterpart(t, own))
+    a = neuron_stats.layer_activations(t).acts.astype(np.float64)
+    b = logged_activations.hidden_units(match.other)[0].astype(np.float64)
     corr = np.corrcoef(a.T, b.T)[:16, 16:]  # the reference: Pearson's r from numpy
     assert match.corr == pytest.approx(corr[3, match.unit], abs=1e-4)
     from scipy.optimize import linear_sum_assignment

@@ -24,7 +24,7 @@ def test_sigterm_mid_grid_kills_open_runs_and_a_rerun_finishes_only_the_rest(tmp
     # Three cohorts (batch sizes differ), trained one after another.
     grid.write_text(textwrap.dedent("""
         experiment: interrupt
-        base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 3, train_size: 10000}
+        base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 12, train_size: 10000}
         grid: {batch_size: [10, 11, 12], seed: [0, 1]}
     """))
     uri = f"sqlite:///{tmp_path}/mlflow.db?timeout=60"
@@ -38,13 +38,15 @@ def test_sigterm_mid_grid_kills_open_runs_and_a_rerun_finishes_only_the_rest(tmp
     while time.time() < deadline:
         runs = _children(uri)
         done_cohorts = {r.data.params["batch_size"] for r in runs if r.info.status == "FINISHED"}
-        # A run of a later cohort that has logged its untrained epoch: training is under way.
+        # A run of a later cohort that has logged its untrained epoch and at most half of the rest: training is
+        # under way, with epochs still to come (a signal once they are all logged rightly lets the cohort finish).
         running = [r for r in runs if r.info.status == "RUNNING" and C.TEST_ACC in r.data.metrics
-                   and r.data.params["batch_size"] not in done_cohorts]
+                   and r.data.params["batch_size"] not in done_cohorts
+                   and max(m.step for m in MlflowClient(uri).get_metric_history(r.info.run_id, C.TEST_ACC)) <= 6]
         if done_cohorts and running:
             break
         assert proc.poll() is None, err_path.read_text()[-2000:]
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     err = err_path.read_text()
@@ -271,5 +273,5 @@ def test_ctrl_c_while_the_server_is_lost_stops_in_seconds_not_after_the_retry_bu
 ])
 def test_a_broken_or_refused_connection_counts_as_a_lost_server_and_a_refusal_by_the_server_does_not(message, lost):
     from mlflow.exceptions import MlflowException
-    from training.store_connection import lost_connection
+    from training.tracking.store_connection import lost_connection
     assert lost_connection(MlflowException(message)) is lost

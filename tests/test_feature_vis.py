@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from dashboard.analytics.feature_vis import maximise
-from dashboard.neuron_forward import unit_objective
+from dashboard.loaders.neuron_forward import unit_objective
 from training.config import RunConfig
-from training.data import load
-from training.models import MLP
+from training.nets.data import load
+from training.nets.models import MLP
 
 pytestmark = pytest.mark.slow  # trains a real net for several seconds
 

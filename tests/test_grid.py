@@ -16,8 +16,8 @@ from tests.conftest import REPO, all_runs, sqlite_uri
 from training import contract as C
 from training.config import ConfigError
 from training.grid import main as grid_main
-from training.gridfile import load_grid
 from training.location import tracking_uri
+from training.sweep.gridfile import load_grid
 from training.train import main as train_main
 
 QUICK = "training/grids/quick.yaml"
@@ -152,6 +152,20 @@ def test_a_diverging_config_fails_alone_and_the_grid_says_which(tmp_path, capsys
     assert sorted(r.data.params["lr"] for r in children) == ["0.1", "10000.0", "10000.0"]
 
 
+def test_every_run_of_a_grid_says_which_code_took_its_steps(tmp_path):
+    from training.engine import native_kernel
+    path = write(tmp_path, """
+        experiment: step-paths
+        base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 1, train_size: 500}
+        runs: [{optimizer: sgd}, {optimizer: adam, lr: 0.01}]
+    """)
+    assert grid_main([str(path)]) == 0
+    children = {r.data.params["optimizer"]: r for r in all_runs() if r.data.tags.get(C.TAG_PARENT_RUN_ID)}
+    kernel = native_kernel.kernel()  # plain SGD on an MLP takes the C kernel where it is built
+    assert children["sgd"].data.tags[C.TAG_STEP_PATH] == ("torch" if kernel is None else kernel.path)
+    assert children["adam"].data.tags[C.TAG_STEP_PATH] == "torch"
+
+
 @pytest.mark.slow
 def test_vectorised_grid_matches_each_config_trained_alone(tmp_path):
     path = write(tmp_path, """
@@ -196,7 +210,7 @@ def test_dry_run_prints_the_expanded_configs_and_trains_nothing(capsys):
 
 
 def test_the_summary_gives_mean_and_sample_sd_over_the_seeds_of_each_replicated_config(tmp_path, capsys):
-    from training.grid_summary import print_summary, replicate_key, replicate_rows
+    from training.sweep.grid_summary import print_summary, replicate_key, replicate_rows
     spec = load_grid(write(tmp_path, """
         base: {sizes: [784, 20, 10], epochs: 2}
         runs:
@@ -215,3 +229,9 @@ def test_the_summary_gives_mean_and_sample_sd_over_the_seeds_of_each_replicated_
     assert c["mean"] == pytest.approx(np.mean(finals[:3])) and c["sd"] == pytest.approx(np.std(finals[:3], ddof=1))
     print_summary(rows)
     assert f"C  {np.mean(finals[:3]):7.2%} ± {100 * np.std(finals[:3], ddof=1):.2f} pp (n=3 of 3)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "training" / "grids").glob("*.yaml")))
+def test_every_shipped_grid_and_search_file_loads(path):
+    spec = load_grid(path)
+    assert spec.configs or (spec.search is not None and spec.search.trials > 0 and spec.search.space)

@@ -158,7 +158,7 @@ def expected_real_run_checks(hist, hidden, layers, last_snapshot, labels) -> lis
 @pytest.mark.parametrize("kind", ["sigmoid", "relu", "cnn"])
 def test_real_runs_get_exactly_the_warnings_their_data_shows(trained_store, monkeypatch, kind):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    from dashboard import store
+    from dashboard.read import store
     rid = trained_store.run_ids[kind]
     run = store.get_run(rid)
     layers = store.layer_names(run)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from dashboard.analytics import landscape as L
 from training import contract as C
 from training.config import RunConfig
-from training.models import init_params, layers_of, to_module
+from training.nets.models import init_params, layers_of, to_module
 
 MLP = RunConfig(sizes=(784, 8, 10), activation="sigmoid", loss="mse")
 MLP_CE = RunConfig(sizes=(784, 6, 5, 10), activation="relu", loss="cross_entropy")
@@ -145,8 +145,8 @@ def test_a_runs_params_give_the_config_the_landscape_rebuilds_old_and_new():
 
 
 def test_the_first_training_images_read_from_the_raw_files_are_the_loaded_ones():
-    from dashboard.run_data import train_prefix
-    from training.data import load
+    from dashboard.loaders.run_data import train_prefix
+    from training.nets.data import load
     full = load()
     for n in (1, 300, 1000):
         x, y = train_prefix(n)
@@ -157,8 +157,8 @@ def test_the_first_training_images_read_from_the_raw_files_are_the_loaded_ones()
 def test_training_images_are_refused_when_a_file_is_altered(tmp_path):
     import shutil
 
-    from dashboard.run_data import train_prefix
-    from training.data import DataError, data_root, raw_dir
+    from dashboard.loaders.run_data import train_prefix
+    from training.nets.data import DataError, data_root, raw_dir
     shutil.copytree(raw_dir(data_root()), raw_dir(tmp_path))
     images = raw_dir(tmp_path) / "train-images-idx3-ubyte"
     data = bytearray(images.read_bytes())
@@ -170,8 +170,8 @@ def test_training_images_are_refused_when_a_file_is_altered(tmp_path):
 
 def test_a_real_runs_landscape_descends_along_its_path(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    from dashboard import store
-    from dashboard.run_data import train_prefix
+    from dashboard.read import store
+    from dashboard.loaders.run_data import train_prefix
     rid = trained_store.run_ids["relu"]
     config = RunConfig.from_params(store.get_run(rid).data.params)
     epochs = store.snapshot_epochs(rid)

@@ -1,18 +1,21 @@
 """The plotly.js each page loads: the cartesian bundle where every trace it draws is in it, the full one
 elsewhere, and a fresh load when a page needs more than the bundle already running."""
+import hashlib
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import lean_pages as B
+from dashboard.serving import lean_pages as B
 from tests.conftest import REPO, assert_no_dash_errors
 
 TIMEOUT = 20000
 # Where each page that draws a non-cartesian trace gets it from, and a path of that page.
 NON_CARTESIAN_VIEWS = {"views/runs_view.py": "/", "views/run_detail_view.py": "/runs/0123abcd",
-                       "views/neuron_map_view.py": "/runs/0123abcd/neurons/map"}
+                       "views/neurons/neuron_map_view.py": "/runs/0123abcd/neurons/map"}
 
 
 def trace_types(source: str) -> set[str]:
@@ -33,8 +36,22 @@ def test_every_non_cartesian_trace_is_drawn_only_on_a_page_that_loads_the_full_b
     assert not any(re.match(p, "/compare") or re.match(p, "/runs/0123abcd/neurons/1/0") for p in B.FULL_PAGES)
 
 
-def test_make_install_fetches_the_version_the_module_checks():
-    assert f"plotly-cartesian-{B.VERSION}.min.js" in (REPO / "Makefile").read_text()
+def _make_dry_run(target: str) -> str:
+    """What make would run to build `target` from scratch (--always-make), without running it."""
+    out = subprocess.run(["make", "--dry-run", "--always-make", target], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr  # e.g. "No rule to make target": make builds another file
+    return out.stdout
+
+
+def test_make_install_fetches_the_pinned_bundle_to_where_the_module_reads_it():
+    fetch = f"-m {B.__name__}"
+    assert fetch in _make_dry_run("install")
+    # Make has a rule for the very file the module reads (its version in the name), and the rule is the fetch.
+    assert fetch in _make_dry_run(os.path.relpath(B.bundle_path(), REPO))
+    path = B.bundle_path()
+    assert path.is_file(), "run `make install`: it fetches the cartesian bundle"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == B.SHA256, f"{path} is not the pinned bundle"
 
 
 def test_without_the_bundle_every_page_is_told_to_load_the_full_one(monkeypatch):
@@ -88,9 +105,29 @@ def test_lean_pages_leave_ag_grid_table_and_polyfill_out_and_full_pages_keep_the
     assert "/dash_ag_grid/" in html and "/deps/polyfill@" in html and B.RUNTIME_ROUTE not in html
 
 
-def test_the_regenerator_runtime_is_the_one_its_readme_names():
-    readme = (B.RUNTIME.parent / "README.md").read_text()
-    assert B._sha256(B.RUNTIME) in readme and B.RUNTIME_ROUTE.split("-")[-1].removesuffix(".js") in readme
+@pytest.mark.browser
+def test_a_lean_page_runs_the_published_regenerator_runtime_in_place_of_the_polyfill(page, dashboard_url,
+                                                                                      trained_store):
+    assert B.cartesian_available(), "run `make install`: it fetches the cartesian bundle"
+    responses = []
+    page.on("response", lambda r: responses.append(r))
+    page.goto(f"{dashboard_url}/compare?runs={trained_store.run_ids['sigmoid']}")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1", timeout=TIMEOUT)
+    runtime = [r for r in responses if r.url.endswith(B.RUNTIME_ROUTE)]
+    assert len(runtime) == 1 and runtime[0].status == 200, [r.url for r in responses]
+    assert not [r.url for r in responses if "/deps/polyfill@" in r.url]
+    # What Dash's scripts take from the polyfill: a working regeneratorRuntime.  A generator as Babel compiles
+    # `function* f() { return (yield 41) + 1; }`.
+    assert page.evaluate("""() => { var rt = regeneratorRuntime;
+        var f = rt.mark(function f() { return rt.wrap(function f$(ctx) { while (1) switch (ctx.prev = ctx.next) {
+            case 0: ctx.next = 2; return 41;
+            case 2: return ctx.abrupt("return", ctx.sent + 1);
+            case "end": return ctx.stop(); } }, f); });
+        var it = f(); return [it.next().value, it.next(41).value]; }""") == [41, 42]
+    # The bytes served are the ones npm published (their sha256 as its README records it).
+    published = re.search(r"sha256 of\s+runtime\.js ([0-9a-f]{64})", (B.RUNTIME.parent / "README.md").read_text())
+    assert published and hashlib.sha256(runtime[0].body()).hexdigest() == published[1]
+    assert_no_dash_errors(page)
 
 
 def test_the_bundle_and_dash_s_large_scripts_carry_the_compile_hint_and_small_ones_do_not():

@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port
 from training import contract as C
-from training.lifecycle import CRASH_TEXT, LOST, Interrupted, OpenRuns, RunLifecycle, RunOutcome, crash_reason
-from training.runners import CohortDone, Stopped
-from training.store_connection import RETRY_ENV, TrackingLostError
+from training.sweep.runners import CohortDone, Stopped
+from training.tracking.lifecycle import CRASH_TEXT, LOST, Interrupted, OpenRuns, RunLifecycle, RunOutcome, crash_reason
+from training.tracking.store_connection import RETRY_ENV, TrackingLostError
 
 
 @pytest.fixture

@@ -60,9 +60,10 @@ def test_a_migrated_store_holds_every_run_nested_with_histories_snapshots_and_mo
         assert len(models) == (0 if old.data.tags.get(C.TAG_GRID_PARENT) else 1)
 
     # The dashboard reads the copies: snapshots byte-for-byte, and the model loads and predicts as the original.
-    import mlflow.pytorch
+    import mlflow
     import torch
-    from dashboard import store
+    from dashboard.read import store
+    from training.nets import saved_model
     child = next(r for r in before if C.TAG_PARENT_RUN_ID in r.data.tags)
     for uri, rid in ((src_uri, child.info.run_id), (dst_uri, by_source[child.info.run_id].info.run_id)):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -71,7 +72,8 @@ def test_a_migrated_store_holds_every_run_nested_with_histories_snapshots_and_mo
         model_uri = MlflowClient(uri).search_logged_models(
             [store.get_run(rid).info.experiment_id], filter_string=f"source_run_id = '{rid}'")[0].model_uri
         mlflow.set_tracking_uri(uri)
-        out = mlflow.pytorch.load_model(model_uri)(torch.ones(2, 784)).detach().numpy()
+        out = saved_model.load(model_uri)(torch.ones(2, 784)).detach().numpy()
+        np.testing.assert_array_equal(mlflow.pyfunc.load_model(model_uri).predict(np.ones((2, 784), np.float32)), out)
         if uri == src_uri:
             want_snap, want_out = snap, out
     assert snap.keys() == want_snap.keys() and all(np.array_equal(snap[k], want_snap[k]) for k in snap)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dashboard import mlflow_links
+from dashboard.read import mlflow_links
 from tests.conftest import REPO, all_runs, served, sqlite_uri, start_server
 from training import contract as C
 

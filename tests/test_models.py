@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from training import native_kernel
 from training.config import RunConfig
-from training.models import (StackedNet, init_params, layers_of, mlp_grads, n_params, output_probs,
+from training.engine import native_kernel
+from training.nets.models import (StackedNet, init_params, layers_of, mlp_grads, n_params, output_probs,
                             per_model_loss, to_module)
-from training.optim import StackedAdam, StackedSGD
-from training.steps import FusedSgdStep, GradientStep, make_stepper
+from training.engine.optim import StackedAdam, StackedSGD
+from training.engine.steps import FusedSgdStep, GradientStep, make_stepper
 
 CONFIGS = {
     "nielsen": RunConfig(sizes=(784, 30, 10), activation="sigmoid", loss="mse"),

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard.analytics import neurons as N
+from common import neurons as N
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 100)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard.analytics import neurons as N
-from dashboard.neuron_target import Target
-from dashboard.views import neuron_figures as F
-from dashboard.views import neuron_images as I
-from dashboard.views.unit_report import report_html, summary_sentence
+from common import neurons as N
+from dashboard.loaders.neuron_target import Target
+from dashboard.views.neurons import neuron_figures as F
+from dashboard.views.neurons import neuron_images as I
+from dashboard.views.neurons.unit_report import report_html, summary_sentence
 
 RNG = np.random.default_rng(1)
 LABELS = np.repeat(np.arange(10), 50)
@@ -20,7 +20,8 @@ IMAGES = RNG.integers(0, 256, size=(len(LABELS), 28, 28)).astype(np.uint8)
 
 
 def target(first=True, kind="linear", units=3, activation="sigmoid") -> Target:
-    return Target(run_id="ab" * 16, run_name="synthetic <run>", layer=1 if first else 2,
+    return Target(run_id="ab" * 16, run_name="synthetic <run>", experiment_id="0", finished=True, own_loop=False,
+                  config=None, no_config="", specs=(), arch_label=None, labels=(), layer=1 if first else 2,
                   layer_name="fc1" if first else "fc2", kind=kind, units=units, epoch=4, epochs=(0, 2, 4),
                   activation=activation, first=first, prev_name=None if first else "fc1")
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from dashboard import neuron_stats as S
-from dashboard import store
-from dashboard.neuron_activations import compute_activations
-from dashboard.neuron_target import resolve, run_config
-from dashboard.analytics import neurons as N
-from dashboard.store import StoreError
-from dashboard.views.unit_panels import report
+from common import neurons as N
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders.neuron_target import counterpart, resolve, run_config
+from dashboard.loaders.unit_panels import report
+from dashboard.read import store
+from dashboard.read.store import StoreError
 from training import contract as C
+from training.nets.activations import compute_activations
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,9 @@ def writeup_c_run(tmp_path_factory):
     3 epochs on 20,000 images so it runs in about half a minute; it already reaches ~92 % test accuracy."""
     from tests.conftest import sqlite_uri
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
 
     root = tmp_path_factory.mktemp("writeup-c")
     uri = sqlite_uri(root)
@@ -101,14 +101,14 @@ def test_matching_two_seeds_of_one_architecture_is_one_to_one(trained_store, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
     t = resolve(trained_store.run_ids["sigmoid"], 1)
     other = trained_store.run_ids["sigmoid_b"]
-    m = S.best_match(t, 3, other)
+    m = S.best_match(t, 3, counterpart(t, other))
     assert m.method.startswith("one-to-one") and m.other.run_id == other and m.other.epoch == t.epoch
     a, b = S.layer_stats(t).acts, S.layer_stats(m.other).acts
     expected_match, expected_corr = reference_matching(a, b)
     assert m.unit == expected_match[3]
     assert m.corr == pytest.approx(expected_corr[3], abs=1e-6)
     assert m.corr == pytest.approx(np.corrcoef(a[:, 3], b[:, m.unit])[0, 1], abs=1e-6)
-    match, corr, _ = S.matching(t.run_id, other, 1, t.epoch, m.other.epoch, False)
+    match, corr, _ = S.matching(t, m.other)
     np.testing.assert_array_equal(match, expected_match)
     np.testing.assert_allclose(corr, expected_corr, atol=1e-6)
     # A run matched with itself finds every unit's own twin, at r = 1.
@@ -164,8 +164,8 @@ def test_names_and_notes_are_read_from_the_layers_neuron_tags_only(trained_store
     client.set_tag(rid, C.neuron_tag_prefix(2) + "5.colour", "red")  # not a name or a note
     client.set_tag(rid, C.neuron_tag_prefix(2) + "x.name", "no unit")
     client.set_tag(rid, C.neuron_name_tag(12, 5), "layer 12, not layer 1 or 2")
-    assert S.neuron_labels(rid, 2) == {5: {"name": "loop", "note": "a & b"}}
-    assert S.neuron_labels(rid, 1) == {}
+    assert S.neuron_labels(resolve(rid, 2)) == {5: {"name": "loop", "note": "a & b"}}
+    assert S.neuron_labels(resolve(rid, 1)) == {}
 
 
 def test_the_report_is_one_self_contained_page_with_the_name_as_text(trained_store_copy):

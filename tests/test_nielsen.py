@@ -11,11 +11,11 @@ from scipy import stats
 
 from tests.conftest import all_runs
 from training import contract as C
-from training.cohorts import cohort_key
 from training.config import MNIST_TRAIN_SIZE, ConfigError, RunConfig
-from training.gridfile import load_grid
+from training.engine.cohorts import cohort_key
 from training.location import tracking_uri
-from training.models import init_params, layers_of
+from training.nets.models import init_params, layers_of
+from training.sweep.gridfile import load_grid
 from training.train import parse_args
 
 # Hashes computed at the commit before init and val_size existed (dc1563c): grids resume by them, so the
@@ -110,7 +110,7 @@ def _plain_module(snapshot, layers) -> torch.nn.Module:
 
 @pytest.mark.slow
 def test_a_nielsen_grid_with_val_size_logs_val_metrics_every_epoch_from_n01_weights(tmp_path):
-    from training.data import load
+    from training.nets.data import load
     from training.grid import main as grid_main
     grid = tmp_path / "nielsen_val.yaml"
     grid.write_text("experiment: nielsen-val\n"

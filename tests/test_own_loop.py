@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from dashboard import cache, logged_activations, neuron_stats, neuron_target, store
+from dashboard.loaders import logged_activations, neuron_stats, neuron_target
+from dashboard.read import cache, store
 from tests.conftest import all_runs
 from training import contract as C
-from training.data import load, load_test_images
 from training.errors import UserError
-from training.layer_capture import ModelError
+from training.nets.data import load, load_test_images
 from training.own_loop import logged_grid, logged_run
+from training.own_loop.layer_capture import ModelError
 
 
 class OddNet(nn.Module):
@@ -75,7 +76,7 @@ def test_an_odd_model_logs_units_equal_to_its_intermediate_outputs():
     model.eval()
     with torch.no_grad():
         expected = model.expected_units(x)
-    logged = logged_activations.hidden_units(run.run_id, 1)  # through the dashboard's checked reader
+    logged = logged_activations.hidden_units(neuron_target.resolve(run.run_id, 1, 1))  # through the dashboard's checked reader
     assert [a.shape for a in logged] == [(10_000, 4), (10_000, 12), (10_000, 8), (10_000, 6)]
     for want, have in zip(expected, logged):
         np.testing.assert_allclose(have, want.numpy(), rtol=2e-3, atol=2e-3)  # float16: 11 bits of mantissa
@@ -104,7 +105,7 @@ def test_the_neuron_explorer_reads_the_logged_units():
     assert (t.layer_name, t.units, t.activation, t.first) == ("blocks.a_1.lin 0", 12, "tanh", False)
     assert neuron_target.resolve(run.run_id, 1).first  # a conv over the image: its kernels are image-shaped
     stats = neuron_stats.layer_stats(t)
-    acts = logged_activations.hidden_units(run.run_id, 0)[1]
+    acts = logged_activations.hidden_units(t)[1]
     assert stats.top.shape[0] == 12
     np.testing.assert_array_equal(np.sort(np.argsort(-acts[:, 3], kind="stable")[:stats.top.shape[1]]),
                                   np.sort(stats.top[3]))
@@ -169,6 +170,7 @@ def test_runs_inside_a_grid_nest_under_its_parent():
     assert {r.data.tags[C.TAG_PARENT_RUN_ID] for r in children} == {grid.run_id}
     assert {r.data.tags[C.TAG_GRID_NAME] for r in runs} == {"lrs"}
     assert all(r.info.status == C.STATUS_FINISHED for r in runs)
+    assert {r.data.tags[C.TAG_STEP_PATH] for r in children} == {"torch"}  # your loop's steps are PyTorch's
 
 
 def test_an_exception_in_the_loop_ends_the_run_failed_with_the_error_and_keeps_its_epochs():

@@ -83,7 +83,8 @@ def test_ctrl_c_or_sigterm_ends_the_run_killed_and_keeps_its_epochs(tmp_path, si
 def test_a_run_logs_through_a_tracking_server_and_the_dashboard_reads_its_units(tmp_path, monkeypatch):
     from torch import nn
 
-    from dashboard import cache, logged_activations
+    from dashboard.read import cache
+    from dashboard.loaders import logged_activations, neuron_target
     from tests.conftest import sqlite_uri, start_server
     from training.own_loop import logged_run
     (tmp_path / "db").mkdir()
@@ -99,7 +100,7 @@ def test_a_run_logs_through_a_tracking_server_and_the_dashboard_reads_its_units(
             run.log_epoch(0)
         (got,) = all_runs(server.url, "served")
         assert got.info.status == C.STATUS_FINISHED
-        (units,) = logged_activations.hidden_units(run.run_id, 0)
+        (units,) = logged_activations.hidden_units(neuron_target.resolve(run.run_id, 1, 0))
         assert units.shape == (10_000, 6) and 0 <= units.min() and units.max() <= 1  # sigmoid units
         assert len(list((tmp_path / "artifacts").rglob("*.npz"))) == 2  # uploaded through the server
     finally:

@@ -1,4 +1,5 @@
-"""Grids on Ray: a local Ray with 2 CPUs trains quick.yaml to the same results as the plain path."""
+"""Grids and searches on Ray: a local Ray with 2 CPUs trains quick.yaml to the same results as the plain path,
+and a search's two tasks share one study."""
 import subprocess
 import sys
 
@@ -70,3 +71,20 @@ def test_without_ray_installed_ray_fails_in_one_line_before_any_run(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: --ray needs Ray, which is not installed: pip install -r requirements-ray.txt (or make install-ray)"]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_search_on_a_local_ray_is_two_tasks_sharing_one_study_and_trains_exactly_its_trials(
+        local_ray, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
+    path = tmp_path / "ray-search.yaml"
+    path.write_text("experiment: ray-search\n"
+                    "base: {activation: sigmoid, loss: mse, train_size: 1000, val_size: 500, epochs: 3}\n"
+                    "search: {trials: 8, pruner: median, space: {lr: {log_uniform: [0.1, 10]}, "
+                    "batch_size: {choice: [10, 20]}}}\n")
+    assert grid_main([str(path), "--ray"]) == 0
+    children = [r for r in all_runs(experiment="ray-search") if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
+    assert len(children) == 8 and all(r.data.tags[C.TAG_SEARCH_STATE] in C.SEARCH_STATES for r in children)
+    assert len({r.data.tags[C.TAG_SEARCH_TRIAL] for r in children}) == 8  # none duplicated
+    tasks = [e for e in local_ray.timeline() if e.get("cat") == "task::_search_task"]
+    assert len(tasks) == 2, tasks  # one claimant per CPU

@@ -7,9 +7,9 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import all_runs
 from training import contract as C
 from training.config import RunConfig
-from training.lifecycle import INTERRUPTED, Interrupted, RunLifecycle
 from training.location import tracking_uri
-from training.run_description import config_in_words, describe, describe_grid, health, outcome
+from training.tracking.lifecycle import INTERRUPTED, Interrupted, RunLifecycle
+from training.tracking.run_description import config_in_words, describe, describe_grid, health, outcome
 
 NIELSEN = RunConfig(sizes=(784, 30, 10), init="nielsen", val_size=10_000)
 
@@ -111,9 +111,9 @@ def test_a_cli_run_ends_with_its_description_and_source(capsys):
 
 @pytest.mark.slow
 def test_failed_and_killed_runs_are_described_too():
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
     data = load()
     common = dict(sizes=(784, 16, 10), activation="relu", loss="cross_entropy", epochs=2, train_size=1000,
                   experiment="ends")

@@ -1,4 +1,4 @@
-"""Run detail figures: pure builders over arrays, plus the page's loader (dashboard.run_data) over a real store."""
+"""Run detail figures: pure builders over arrays, plus the page's loader (dashboard.loaders.run_data) over a real store."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from dashboard.views import run_detail_view as V
 from training import contract as C
 from training.config import RunConfig
-from training.models import layers_of
+from training.nets.models import layers_of
 
 
 def curve(values):
@@ -162,7 +162,7 @@ def non_empty(fig):
 @pytest.mark.parametrize("kind", ["sigmoid", "relu", "cnn"])
 def test_every_figure_builds_from_a_real_runs_data(trained_store, monkeypatch, kind):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store.tracking_uri)
-    from dashboard import store
+    from dashboard.read import store
     rid = trained_store.run_ids[kind]
     run = store.get_run(rid)
     layers, params = store.layer_names(run), run.data.params
@@ -199,7 +199,8 @@ def real_store(trained_store, monkeypatch):
 
 
 def test_the_overview_of_a_contract_run_has_every_curve_its_model_and_its_checks(real_store):
-    from dashboard import run_data, store
+    from dashboard.loaders import run_data
+    from dashboard.read import store
     rid = real_store.run_ids["relu"]
     o = run_data.overview(rid)
     assert set(o.progress()) == set(run_data.PROGRESS_KEYS) and o.other_metrics == {}
@@ -211,14 +212,15 @@ def test_the_overview_of_a_contract_run_has_every_curve_its_model_and_its_checks
 
 
 def test_the_overview_of_another_tools_run_shows_its_own_metrics_and_says_why_there_is_no_model(real_store):
-    from dashboard import run_data
+    from dashboard.loaders import run_data
     o = run_data.overview(real_store.run_ids["foreign"])
     assert o.model is None and "no arch, sizes, activation, loss param" in o.model_problem
     assert list(o.other_metrics) == ["accuracy"] and o.histories == {} and o.warnings == []
 
 
 def test_epoch_data_is_the_asked_snapshot_with_the_test_sets_predictions(real_store):
-    from dashboard import run_data, store
+    from dashboard.loaders import run_data
+    from dashboard.read import store
     rid = real_store.run_ids["sigmoid"]
     d = run_data.epoch_data(rid, 1)
     assert (d.epoch, d.first_epoch) == (1, 0)
@@ -231,7 +233,8 @@ def test_epoch_data_is_the_asked_snapshot_with_the_test_sets_predictions(real_st
 
 
 def test_a_finished_runs_landscape_is_computed_once_and_kept_until_the_caches_are_cleared(real_store):
-    from dashboard import cache, run_data
+    from dashboard.read import cache
+    from dashboard.loaders import run_data
     rid = real_store.run_ids["sigmoid"]
     cache.clear()
     assert run_data.ready_landscape(rid) is None
@@ -243,7 +246,7 @@ def test_a_finished_runs_landscape_is_computed_once_and_kept_until_the_caches_ar
 
 
 def test_another_tools_run_has_no_landscape_and_says_why_in_one_line(real_store):
-    from dashboard import run_data
+    from dashboard.loaders import run_data
     from training.config import ConfigError
     with pytest.raises(ConfigError, match="not a run of MNIST Lab's trainer"):
         run_data.run_landscape(real_store.run_ids["foreign"])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import store
+from dashboard.read import store
 from dashboard.views import runs_view as V
 from training import backfill_summaries
 from training import contract as C
-from training.running_best import RunningBest, series
+from training.engine.running_best import RunningBest, series
 
 
 def reference(values: list[float]) -> list[tuple[float, int] | None]:

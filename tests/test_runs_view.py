@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import store
+from dashboard.read import store
 from dashboard.views import runs_view as V
 from tests.conftest import log_contract_run
 

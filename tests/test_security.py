@@ -4,8 +4,9 @@ import ast
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import REPO, served, sqlite_uri
+from tests.conftest import REPO, assert_no_dash_errors, served, sqlite_uri
 from training import contract as C
 
 XSS_RUN_NAME = '<img src=x onerror="window.__xss=1">'
@@ -25,9 +26,9 @@ class Evil:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
 
     root = tmp_path_factory.mktemp("hostile")
     uri = sqlite_uri(root)
@@ -67,7 +68,7 @@ def hostile(tmp_path_factory):
 
 def test_a_pickled_snapshot_is_refused_and_never_executed(hostile, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", hostile.tracking_uri)
-    from dashboard import store
+    from dashboard.read import store
     with pytest.raises(Exception) as e:
         store.load_snapshot(hostile.evil_run, 0)
     assert "pickle" in str(e.value).lower()
@@ -90,19 +91,45 @@ def test_pages_over_a_pickled_snapshot_show_a_message_and_execute_nothing(hostil
     assert "Traceback" not in page.content()
 
 
+# Where each page shows the hostile names: (CSS selector, the markup an element there must hold as its text).
+NAMES_SHOWN = {
+    "/?experiment={exp}": [("#runs-grid .ag-cell a.run-link", XSS_RUN_NAME)],
+    "/compare?runs={run}": [(".legend a", XSS_RUN_NAME), ("table.data-table th", XSS_RUN_NAME)],
+    "/runs/{run}": [(".run-detail h2", XSS_RUN_NAME)],
+    "/runs/{run}/neurons?layer=1": [("h2", XSS_RUN_NAME), ("#neurons-tiles .neurons-tile-name", XSS_NEURON_NAME)],
+    "/runs/{run}/neurons/1/0": [("h2", XSS_RUN_NAME), ("#unit-name-shown", XSS_NEURON_NAME)],
+}
+# Every element a selector matches: its text, and whether it holds an <img> or <script> element.
+SHOWN_JS = """([selector, markup]) => [...document.querySelectorAll(selector)].map(
+    e => [e.textContent, e.querySelector('img, script') !== null])"""
+
+
 @pytest.mark.browser
-@pytest.mark.parametrize("path", ["/?experiment={exp}", "/compare?runs={run}", "/runs/{run}",
-                                  "/runs/{run}/neurons?layer=1", "/runs/{run}/neurons/1/0"])
+@pytest.mark.parametrize("path", list(NAMES_SHOWN))
 def test_names_and_tags_render_as_text_and_never_execute(hostile, page, path):
     exp = MlflowClient(hostile.tracking_uri).get_run(hostile.named_run).info.experiment_id
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(hostile.base_url + path.format(run=hostile.named_run, exp=exp))
+    for selector, markup in NAMES_SHOWN[path]:  # the page rendered, names and all, as text
+        try:
+            page.wait_for_function(f"args => ({SHOWN_JS})(args).some(([text]) => text.includes(args[1]))",
+                                   arg=[selector, markup], timeout=30000)
+        except PlaywrightTimeout:
+            pytest.fail(f"{selector} never showed {markup!r} as text: {page.evaluate(SHOWN_JS, [selector, markup])}; "
+                        f"the page: {page.locator('body').inner_text()[:300]!r}")
     page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(500)  # an <img onerror> fires once its load fails
+    for selector, markup in NAMES_SHOWN[path]:
+        shown = page.evaluate(SHOWN_JS, [selector, markup])
+        assert [text for text, markup_as_element in shown if markup in text and not markup_as_element], shown
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
     assert page.locator("img[src='x']").count() == 0 and page.locator("script:text('__xss')").count() == 0
+    assert page.locator("a[href^='javascript:']").count() == 0
+    assert not "".join(page.locator(".message-error").all_inner_texts()).strip()  # (empty until an error)
+    assert "Traceback" not in page.content()
+    assert_no_dash_errors(page)
 
 
 def _mlflow_write_calls(tree: ast.AST) -> list[str]:
@@ -126,7 +153,7 @@ def test_the_dashboard_writes_only_neuron_labels_and_only_through_one_function()
                 calls = _mlflow_write_calls(fn)
                 if calls:
                     found[f"{path.relative_to(REPO)}:{fn.name}"] = calls
-    assert found == {"dashboard/store.py:set_neuron_label": ["set_tag", "set_tag"]}
+    assert found == {"dashboard/read/store.py:set_neuron_label": ["set_tag", "set_tag"]}
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -152,3 +179,4 @@ def test_the_dashboard_binds_to_loopback_with_debug_off_by_default(dashboard_url
     page.goto(dashboard_url + "/")
     page.wait_for_load_state("networkidle")
     assert page.locator("[class^=dash-debug-menu]").count() == 0  # no dev tools without --debug
+

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from dashboard import cache
+from dashboard.read import cache
 from tests.conftest import REPO, assert_no_dash_errors, free_port, start_server
 
 AUTH = ("ann", "correct horse battery staple")

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.lib.format as npy
 import pytest
 
-from dashboard.snapshot_reader import SnapshotError, read_snapshot
+from training.nets.snapshot_reader import SnapshotError, read_snapshot
 
 MB = 1_000_000
 
@@ -115,10 +115,10 @@ def test_truncated_and_lying_files_are_refused_in_one_line(tmp_path):
 # ---- what a run's snapshot may hold: the plan from its params, and the checks headers cannot make ----------
 
 def test_the_plan_for_a_run_of_ours_is_every_arrays_exact_shape_and_a_budget_from_its_parameter_count():
-    from dashboard.snapshot_reader import HEADROOM_BYTES, MAX_ITEMSIZE, plan
-    from training.architecture import run_layers
+    from training.nets.snapshot_reader import HEADROOM_BYTES, MAX_ITEMSIZE, plan
+    from training.nets.architecture import run_layers
     from training.config import RunConfig
-    from training.models import n_params  # the trainer's own count, via torch's side of the import
+    from training.nets.models import n_params  # the trainer's own count, via torch's side of the import
     config = RunConfig(sizes=(784, 20, 10))
     p = plan(run_layers(config.as_params()))
     assert p.wanted["weight/fc1"] == (20, 784) and p.wanted["bias/fc2"] == (10,)
@@ -128,8 +128,8 @@ def test_the_plan_for_a_run_of_ours_is_every_arrays_exact_shape_and_a_budget_fro
 
 
 def test_a_run_with_only_layer_names_allows_any_shape_within_its_logged_parameter_count():
-    from dashboard.snapshot_reader import MAX_SNAPSHOT_BYTES, plan
-    from training.architecture import run_layers
+    from training.nets.snapshot_reader import MAX_SNAPSHOT_BYTES, plan
+    from training.nets.architecture import run_layers
     names_only = run_layers({"layers": "a,b", "n_params": "1000"})
     assert names_only.layers is None and names_only.names == ("a", "b") and "not a run of" in names_only.problem
     p = plan(names_only, "1000")
@@ -139,7 +139,7 @@ def test_a_run_with_only_layer_names_allows_any_shape_within_its_logged_paramete
 
 
 def test_contents_are_checked_and_given_the_dtypes_the_pages_compute_with():
-    from dashboard.snapshot_reader import check_contents
+    from training.nets.snapshot_reader import check_contents
     good = {"weight/a": np.ones((2, 3), ">f8"), "pred/class": np.array([0, 9], np.int64),
             "act_hist/a": np.arange(3, dtype=np.int64), "act_edges/a": np.linspace(0, 1, 4, dtype=np.float32)}
     out = check_contents(good, ["a"])

@@ -10,8 +10,8 @@ import torch
 
 from tests.conftest import REPO
 from tests.idx import write_tiny_mnist
-from training import data as mnist
-from training import data_digests
+from common import file_digests as data_digests
+from training.nets import data as mnist
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 
@@ -106,7 +106,7 @@ def test_mnist_read_without_torchvision_equals_torchvision_s_reading():
 
 
 def test_loading_the_data_and_the_grid_code_never_imports_torchvision():
-    code = ("import sys, training.data, training.grid_run, training.train; training.data.load(); "
+    code = ("import sys, training.nets.data, training.sweep.grid_run, training.train; training.nets.data.load(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

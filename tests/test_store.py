@@ -2,8 +2,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboard import store
-from training.tracking import tracking_uri
+from dashboard.read import store
+from training.tracking.mlflow_sink import tracking_uri
 
 pytestmark = pytest.mark.usefixtures("use_module_store")  # one store for the module: creating one costs seconds
 
@@ -17,6 +17,23 @@ def test_metric_histories_reads_several_runs_and_keys_into_one_long_frame(log_ru
     assert len(df) == 3 + 3 + 2  # b never logged test_loss: skipped, not an error
     assert df[(df.run_id == a) & (df.key == "test_acc")]["value"].tolist() == [0.1, 0.5, 0.7]
     assert df[(df.run_id == b)]["step"].tolist() == [0, 1]
+
+
+def test_metric_histories_of_more_runs_than_are_read_at_once_put_each_value_under_its_own_run(log_run):
+    """The runs' histories are read several at a time: each run's frame is exactly the curve it logged
+    (±inf read back as ±inf), whether it is finished or still running, however the reads interleave."""
+    n = 2 * store.READ_THREADS + 3
+    curves = {f"r{i}": [i / 100, 1 + i / 100, float("inf") if i % 5 == 0 else -i, 3 + i / 1000][: 2 + i % 3]
+              for i in range(n)}
+    ids = {log_run(name, curves={"val_loss": curve}, status="RUNNING" if i % 4 == 0 else "FINISHED"): name
+           for i, (name, curve) in enumerate(curves.items())}
+    runs, _ = store.get_runs(list(ids))
+    df = store.metric_histories(runs, ["val_loss"])
+    assert set(df.run_id) == set(ids)
+    for rid, name in ids.items():
+        mine = df[df.run_id == rid]
+        assert mine["step"].tolist() == list(range(len(curves[name])))
+        assert mine["value"].tolist() == [float(v) for v in curves[name]], name
 
 
 def test_metric_histories_of_nothing_is_an_empty_frame_with_the_same_columns():
@@ -72,7 +89,7 @@ def test_a_search_with_a_running_run_is_read_fresh_every_time(log_run):
 
 
 def test_a_search_of_finished_runs_is_reused_until_the_caches_are_cleared(log_run):
-    from dashboard import cache
+    from dashboard.read import cache
     rid = log_run("before", experiment="renamed")
     exp = MlflowClient(tracking_uri()).get_experiment_by_name("renamed").experiment_id
     assert [r.info.run_name for r in store.search_runs([exp])] == ["before"]
@@ -118,7 +135,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_a_finished_runs_reads_go_to_the_shared_cache_but_a_running_runs_never_do(log_run, tmp_path, cache_dir):
-    from dashboard import cache
+    from dashboard.read import cache
     live = log_run("live", curves={"test_acc": [0.1, 0.2]}, status="RUNNING")
     _log_snapshot(live, tmp_path)
     store.load_snapshot(live, 0)
@@ -136,7 +153,7 @@ def test_a_finished_runs_reads_go_to_the_shared_cache_but_a_running_runs_never_d
 
 
 def test_different_stores_never_share_cache_entries(cache_dir):
-    from dashboard import cache
+    from dashboard.read import cache
     assert cache.directory("sqlite:///a/mlflow.db") != cache.directory("sqlite:///b/mlflow.db")
     assert cache.directory().startswith(str(cache_dir))
 
@@ -158,7 +175,7 @@ def test_a_second_process_reads_a_finished_snapshot_from_the_shared_cache_withou
     store.metric_history(rid, "test_acc")
     shutil.rmtree(urlparse(store.get_run(rid).info.artifact_uri).path)  # the store can no longer answer
 
-    script = (f"from dashboard import store; s = store.load_snapshot({rid!r}, 0); "
+    script = (f"from dashboard.read import store; s = store.load_snapshot({rid!r}, 0); "
               f"h = store.metric_history({rid!r}, 'test_acc'); "
               "print(({k: v.tolist() for k, v in s.items()}, h.value.tolist()))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

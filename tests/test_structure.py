@@ -1,5 +1,6 @@
-"""The code's shape, enforced: no import cycles, no logged name spelled outside the contract,
-small modules and functions, and a dashboard store that starts without torch."""
+"""The code's shape, enforced: the packages' one direction (training -> common <- dashboard, and the dashboard
+reads training), no import cycles, no logged name spelled outside the contract, small modules and functions,
+folders small enough to find a module in, and a store and a common package that start without torch."""
 import ast
 import subprocess
 import sys
@@ -10,12 +11,13 @@ import pytest
 from training import contract as C
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("training", "dashboard")
+PACKAGES = ("training", "dashboard", "common")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+MAX_LOOSE_MODULES = 12  # a folder with more is a drawing with too many boxes: group them by layer
 
 
 def modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the two packages."""
+    """Dotted module name -> file, for every module of the three packages."""
     out = {}
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
@@ -24,27 +26,36 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imported(name: str, tree: ast.AST, known: set[str]) -> set[str]:
-    """Our modules that a module imports, at the top or inside a function (a lazy import is still a dependency)."""
+def import_targets(name: str, tree: ast.AST, is_package: bool) -> set[str]:
+    """Every dotted name a module imports, at the top or inside a function (a lazy import is still a dependency),
+    relative imports resolved, and `importlib.import_module("...")` / `__import__("...")` with a literal name."""
+    package = name if is_package else name.rpartition(".")[0]
     found = set()
-    package = name if name in PACKAGES else name.rsplit(".", 1)[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
+            found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            targets = [base] + [f"{base}.{a.name}" for a in node.names]
-        else:
-            continue
-        found |= {t for t in targets if t in known and t != name}
-    return found
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {base} | {f"{base}.{a.name}".lstrip(".") for a in node.names}
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) \
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__"):
+            found.add(node.args[0].value)
+    return {t for t in found if t}
+
+
+def imported(name: str, tree: ast.AST, known: set[str], is_package: bool = False) -> set[str]:
+    """Our modules that a module imports (see import_targets)."""
+    return {t for t in import_targets(name, tree, is_package) if t in known and t != name}
 
 
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
-    return {name: imported(name, ast.parse(path.read_text()), set(mods)) for name, path in mods.items()}
+    return {name: imported(name, ast.parse(path.read_text()), set(mods), path.name == "__init__.py")
+            for name, path in mods.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -76,11 +87,78 @@ def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_no_import_cycle_among_the_modules_of_training_and_dashboard():
+def test_no_import_cycle_among_the_modules_of_the_packages():
     graph = import_graph()
     assert len(graph) > 30  # the scan sees the packages
-    assert "training.contract" in graph["training.engine"]
+    assert "training.contract" in graph["training.engine.loop"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+# The direction between the packages: training -> common <- dashboard, and dashboard -> training (the models,
+# config and contract it reads).  Never training -> dashboard, and common stands on numpy alone.
+FORBIDDEN = {"training": {"dashboard"}, "common": {"training", "dashboard", "torch", "dash"}}
+
+
+def direction_offences(name: str, tree: ast.AST, is_package: bool = False) -> list[str]:
+    """The imports of one module that go against the packages' direction."""
+    banned = FORBIDDEN.get(name.split(".")[0], set())
+    return sorted(f"{name} imports {t}" for t in import_targets(name, tree, is_package)
+                  if t.split(".")[0] in banned or t.split(".")[0].startswith("dash_") and "dash" in banned)
+
+
+def test_the_direction_scan_finds_a_lazy_a_relative_and_a_dynamic_import_the_other_way():
+    planted = ast.parse("import numpy\nfrom training import contract\n"
+                        "def f():\n    from dashboard.read import store\n"
+                        "def g():\n    import importlib\n    return importlib.import_module('dashboard.app')\n")
+    assert direction_offences("training.tracking.x", planted) == [
+        "training.tracking.x imports dashboard.app", "training.tracking.x imports dashboard.read",
+        "training.tracking.x imports dashboard.read.store"]
+    assert direction_offences("common.x", ast.parse("from . import neurons\nimport torch.nn\nimport dash_ag_grid\n")) == [
+        "common.x imports dash_ag_grid", "common.x imports torch.nn"]
+    assert direction_offences("common.x", ast.parse("from .. import training\n")) == ["common.x imports training"]
+    assert direction_offences("dashboard.x", planted) == []  # the dashboard may read training
+
+
+def test_training_never_imports_the_dashboard_and_common_imports_neither_nor_torch_nor_dash():
+    mods = modules()
+    assert {"training.backfill_summaries", "common.neurons", "common.mnist_idx"} <= set(mods)  # the scan sees them
+    offences = [o for name, path in mods.items()
+                for o in direction_offences(name, ast.parse(path.read_text()), path.name == "__init__.py")]
+    assert offences == [], "\n".join(offences)
+
+
+def test_common_imports_without_torch_or_dash():
+    names = sorted(n for n in modules() if n.split(".")[0] == "common")
+    code = (f"import sys, {', '.join(names)}; "
+            "assert not {'torch', 'dash', 'training', 'dashboard'} & set(sys.modules), "
+            "sorted({'torch', 'dash', 'training', 'dashboard'} & set(sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def crowded_folders(root: Path, top: str) -> list[str]:
+    """Folders under root/top that hold more than MAX_LOOSE_MODULES modules (besides __init__) at their top."""
+    out = []
+    for folder in sorted({p.parent for p in (root / top).rglob("*.py")} | {root / top}):
+        loose = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        if len(loose) > MAX_LOOSE_MODULES:
+            out.append(f"{folder.relative_to(root)}: {len(loose)} modules")
+    return out
+
+
+def test_the_folder_count_flags_a_crowded_folder(tmp_path):
+    for i in range(MAX_LOOSE_MODULES):
+        (tmp_path / "pkg" / "sub").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / "sub" / f"m{i}.py").write_text("")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    assert crowded_folders(tmp_path, "pkg") == []
+    (tmp_path / "pkg" / "sub" / "one_more.py").write_text("")
+    assert crowded_folders(tmp_path, "pkg") == [f"pkg/sub: {MAX_LOOSE_MODULES + 1} modules"]
+
+
+def test_no_package_or_folder_has_more_than_12_modules_loose_at_its_top():
+    crowded = [c for package in PACKAGES for c in crowded_folders(REPO, package)]
+    assert crowded == [], "\n".join(crowded)
 
 
 def contract_names() -> set[str]:
@@ -155,8 +233,8 @@ def test_no_module_over_400_lines_and_no_function_over_60():
     assert too_long == [], "\n".join(too_long)
 
 
-@pytest.mark.parametrize("module", ["dashboard.store", "dashboard.cache", "training.location",
-                                    "training.contract"])
+@pytest.mark.parametrize("module", ["dashboard.read.store", "dashboard.read.cache", "training.location",
+                                    "training.contract", "training.nets.snapshot_reader"])
 def test_the_read_side_imports_without_torch(module):
     code = f"import {module}, sys; assert 'torch' not in sys.modules, 'torch was imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

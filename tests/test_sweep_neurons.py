@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from dashboard import cache, store
-from dashboard.views import sweep_neurons as SN
+from dashboard.read import cache, store
+from dashboard.views.sweep import sweep_neurons as SN
 from training import contract as C
 
 pytestmark = pytest.mark.slow  # trains three small runs and logs their models
@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow  # trains three small runs and logs their models
 @pytest.fixture(scope="module")
 def seeds(module_store):
     from training.config import RunConfig
-    from training.data import load
-    from training.engine import train_cohort
-    from training.tracking import MlflowSink, client
+    from training.nets.data import load
+    from training.engine.loop import train_cohort
+    from training.tracking.mlflow_sink import MlflowSink, client
     data = load(train_size=1000)
     configs = [RunConfig(sizes=(784, 20, 10), train_size=1000, epochs=2, batch_size=20, lr=3.0, seed=s,
                          experiment="three-seeds") for s in (0, 1, 2)]

@@ -7,16 +7,16 @@ from scipy import stats
 from sklearn.ensemble import RandomForestRegressor
 from statsmodels.stats.contingency_tables import mcnemar
 
-from dashboard import cache, store
 from dashboard.analytics import param_importance as P
+from dashboard.read import cache, store
 from dashboard.views import compare_view as V
 from dashboard.views import runs_view
-from dashboard.views import sweep_groups as G
-from dashboard.views import sweep_importance as I
-from dashboard.views import sweep_review as SR
+from dashboard.views.sweep import sweep_groups as G
+from dashboard.views.sweep import sweep_importance as I
+from dashboard.views.sweep import sweep_review as SR
 from tests.conftest import REPO, log_contract_run
 from training import contract as C
-from training.gridfile import load_grid
+from training.sweep.gridfile import load_grid
 
 FINALS = {"1.0": [0.80, 0.82, 0.81], "3.0": [0.90, 0.93, 0.91]}
 

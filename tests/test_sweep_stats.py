@@ -9,7 +9,7 @@ from dashboard.analytics import image_diff as D
 from dashboard.analytics import replicates as R
 from dashboard.analytics import significance as S
 from dashboard.views import runs_view
-from dashboard.views import sweep_select as SEL
+from dashboard.views.sweep import sweep_select as SEL
 
 
 def _params(lr, seed, **kw):

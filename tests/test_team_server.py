@@ -38,14 +38,14 @@ def team_server(postgres, tmp_path_factory):
 
 GRID = """
     experiment: team
-    base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 2, train_size: 1000}
+    base: {sizes: [784, 16, 10], activation: sigmoid, loss: cross_entropy, lr: 0.5, epochs: 2, train_size: 8000}
     grid: {seed: [0, 1], batch_size: [10, 20]}
 """
 
 
 def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dashboard_reads_it(
         team_server, tmp_path, monkeypatch):
-    from dashboard import store
+    from dashboard.read import store
     from training.grid import main as grid_main
 
     url, artifacts = team_server
@@ -63,7 +63,8 @@ def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dash
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert {r.data.tags[C.TAG_PARENT_RUN_ID] for r in children} == {parent[0].info.run_id}
-    # The two cohorts really trained at the same time.
+    # The two cohorts really trained at the same time (8,000 images an epoch: each cohort trains for
+    # seconds, longer than one worker process takes to start after the other).
     spans = {bs: [(r.info.start_time, r.info.end_time) for r in children if r.data.params["batch_size"] == bs]
              for bs in ("10", "20")}
     assert min(e for _, e in spans["10"]) > max(s for s, _ in spans["20"])
@@ -102,8 +103,29 @@ def test_two_trainers_through_a_postgres_backed_server_lose_nothing_and_the_dash
     assert tags[C.neuron_name_tag(0, 3)] == "loop detector" and tags[C.neuron_note_tag(0, 3)] == "fires on 0, 6, 8, 9"
 
 
+def test_two_trainers_straight_into_postgresql_log_every_run_whole(postgres, tmp_path, monkeypatch):
+    """No server: each trainer writes the database through MlflowClient, two at once, every run whole."""
+    from training.grid import main as grid_main
+
+    c = MlflowClient(postgres)
+    c.create_experiment("straight", artifact_location=(tmp_path / "artifacts").as_uri())  # not ./mlruns in the cwd
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres)
+    path = tmp_path / "straight.yaml"
+    path.write_text(textwrap.dedent(GRID.replace("experiment: team", "experiment: straight")))
+    assert grid_main([str(path), "--workers", "2"]) == 0
+    children = [r for r in all_runs(postgres, "straight") if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    for r in children:
+        rid = r.info.run_id
+        assert r.data.tags[C.TAG_STEP_PATH] in C.STEP_PATHS and r.data.params[C.PARAM_DATASET] == C.DATASET_NAME
+        assert [d.dataset.name for d in r.inputs.dataset_inputs] == [C.DATASET_NAME]
+        for key in C.EPOCH_METRICS:
+            assert sorted(m.step for m in c.get_metric_history(rid, key)) == [0, 1, 2], (rid, key)
+        assert sorted(f.path for f in c.list_artifacts(rid, C.SNAPSHOT_DIR)) == [C.snapshot_path(e) for e in (0, 1, 2)]
+
+
 def test_a_local_sqlite_store_moves_onto_the_server_and_the_dashboard_reads_it(team_server, tmp_path, monkeypatch):
-    from dashboard import store
+    from dashboard.read import store
     from tests.conftest import sqlite_uri
     from training.grid import main as grid_main
     from training.migrate_store import migrate
@@ -134,6 +156,15 @@ def test_a_local_sqlite_store_moves_onto_the_server_and_the_dashboard_reads_it(t
     assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
     model = c.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'")
     assert len(model) == 1 and model[0].artifact_location.startswith("mlflow-artifacts:")
+    # The copied model loads over HTTP and computes the net of the copied last snapshot (sigmoid 784-16-10).
+    import mlflow
+    import torch
+    from training.nets import saved_model
+    mlflow.set_tracking_uri(url)  # the grid pointed MLflow's fluent API at the local store
+    with torch.no_grad():
+        logits = saved_model.load(model[0].model_uri)(torch.ones(2, 784)).numpy()
+    hidden = 1 / (1 + np.exp(-(np.ones((2, 784)) @ got[C.weight_key("fc1")].T + got[C.bias_key("fc1")])))
+    np.testing.assert_allclose(logits, hidden @ got[C.weight_key("fc2")].T + got[C.bias_key("fc2")], atol=1e-4)
 
 
 def test_trainers_that_link_the_same_new_dataset_at_once_all_get_it(team_server):
@@ -142,9 +173,9 @@ def test_trainers_that_link_the_same_new_dataset_at_once_all_get_it(team_server)
 
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from training.tracking import log_dataset
+    from training.tracking.mlflow_sink import log_dataset
 
     url, _ = team_server
     c = MlflowClient(url)
@@ -152,7 +183,7 @@ def test_trainers_that_link_the_same_new_dataset_at_once_all_get_it(team_server)
     n, errors = 8, []
     for trial in range(3):
         ds = MetaDataset(LocalArtifactDatasetSource("/data/mnist"), name="mnist", digest=f"race{trial}")
-        dataset = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "train+test")])
+        dataset = DatasetInput(Dataset(**ds.to_dict()), tags=[InputTag("mlflow.data.context", "train+test")])
         runs = [c.create_run(exp).info.run_id for _ in range(n)]
         barrier = threading.Barrier(n)
 
@@ -170,3 +201,30 @@ def test_trainers_that_link_the_same_new_dataset_at_once_all_get_it(team_server)
             t.join()
         assert errors == []
         assert all([d.dataset.digest for d in c.get_run(rid).inputs.dataset_inputs] == [f"race{trial}"] for rid in runs)
+
+
+def test_a_search_of_two_worker_processes_through_the_server_trains_exactly_its_trials(
+        team_server, postgres, tmp_path, monkeypatch):
+    """The study in a database on the server's PostgreSQL (--storage), the runs through `mlflow server`."""
+    from training.grid import main as grid_main
+
+    url, _ = team_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    path = tmp_path / "team-search.yaml"
+    path.write_text(textwrap.dedent("""
+        experiment: team-search
+        base: {activation: sigmoid, loss: mse, train_size: 1000, val_size: 500, epochs: 3}
+        search:
+          trials: 8
+          pruner: median
+          space: {lr: {log_uniform: [0.1, 10]}, batch_size: {choice: [10, 20]}}
+    """))
+    from training.errors import UserError
+    with pytest.raises(UserError, match="needs --storage"):  # a tracking server: nothing trained without it
+        grid_main([str(path)])
+    assert MlflowClient(url).get_experiment_by_name("team-search") is None
+    storage = postgres.rsplit("/", 1)[0] + "/optuna"
+    assert grid_main([str(path), "--workers", "2", "--storage", storage]) == 0
+    children = [r for r in all_runs(url, "team-search") if r.data.tags.get(C.TAG_PARENT_RUN_ID)]
+    assert len(children) == 8 and all(r.data.tags[C.TAG_SEARCH_STATE] in C.SEARCH_STATES for r in children)
+    assert len({r.data.tags[C.TAG_SEARCH_TRIAL] for r in children}) == 8  # none duplicated

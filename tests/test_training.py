@@ -6,9 +6,9 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import all_runs
 from training import contract as C
 from training.config import RunConfig
-from training.data import load
-from training.engine import train_cohort
-from training.tracking import MlflowSink, client, tracking_uri
+from training.engine.loop import train_cohort
+from training.nets.data import load
+from training.tracking.mlflow_sink import MlflowSink, client, tracking_uri
 from training.train import main as train_main
 
 
@@ -59,9 +59,15 @@ def test_a_two_epoch_run_logs_every_metric_at_steps_0_1_2_and_a_snapshot_per_ste
         assert len(z[C.act_edges_key("fc1")]) == len(z[C.act_hist_key("fc1")]) + 1
         acc = float((z[C.PRED_CLASS] == load().test_y.numpy()).mean())
         assert abs(acc - accs[2]) < 1e-6
+        predicted = z[C.PRED_CLASS]
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == C.DATASET_NAME
-    models = c.search_logged_models([run.info.experiment_id])
-    assert any(m.source_run_id == rid for m in models)
+    (model,) = [m for m in c.search_logged_models([run.info.experiment_id]) if m.source_run_id == rid]
+    # The logged model is the final net: it predicts what the last snapshot recorded, image for image.
+    import torch
+    from training.nets import saved_model
+    with torch.no_grad():
+        logits = saved_model.load(f"models:/{model.model_id}")(load().test_x).numpy()
+    assert np.array_equal(logits.argmax(1), predicted)
     out = capsys.readouterr().out
     assert f"run_id={rid}" in out and "test_acc=" in out and "wall=" in out
 

@@ -77,7 +77,7 @@ def world(trained_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("untrusted-store")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", sqlite_uri(root))
-        from dashboard import run_data
+        from dashboard.loaders import run_data
         # The landscape's code path, on a coarser grid: the fuzz is about inputs, not resolution.
         env.setattr(run_data, "LANDSCAPE_RESOLUTION", {"mlp": 3, "cnn": 3})
         env.setattr(run_data, "LANDSCAPE_IMAGES", {"mlp": 200, "cnn": 50})
@@ -250,6 +250,10 @@ def callback_values(rid: str, other: str, exp: str, epochs: list[int]) -> dict:
         ("map-target", "data"): {"run_id": rid, "layer": 1, "epoch": last, "method": "pca"},
         ("map-graph", "hoverData"): {"points": [{"customdata": 8, "pointIndex": 8}]},
         ("map-graph", "clickData"): {"points": [{"customdata": 8, "pointIndex": 8}]}, ("map-epoch", "value"): last,
+        ("ablation-sort", "value"): "index", ("ablation-epoch", "value"): last,
+        ("ablation-target", "data"): {"run_id": rid, "layer": 1, "epoch": last, "mode": "mean"},
+        ("circuit-epoch", "value"): last, ("circuit-target", "data"): {"view": "circuit", "run_id": rid, "layer": 1,
+                                                                       "unit": 0, "epoch": None},
     }
 
 
@@ -268,7 +272,11 @@ def layouts(rid: str, other: str, exp: str) -> dict:
             "/compare/neurons": {"runs": f"{rid},{other}", "layer": "1"},
             "/similarity": {"runs": f"{rid},{other}", "layer": "1", "run": rid},
             "/runs/<run_id>/neurons/map": {"run_id": rid, "layer": "1"},
-            "/runs/<run_id>/images/<index>": {"run_id": rid, "index": "8"}}
+            "/runs/<run_id>/images/<index>": {"run_id": rid, "index": "8"},
+            "/runs/<run_id>/neurons/circuit": {"run_id": rid, "layer": "1", "unit": "0"},
+            "/runs/<run_id>/neurons/digits": {"run_id": rid, "digit": "0"},
+            "/runs/<run_id>/neurons/ablation": {"run_id": rid, "layer": "1"},
+            "/search/<run_id>": {"run_id": rid}}  # a mutated run is no search: the page must say so
     from dashboard import app
     out = {}
     for p in dash.page_registry.values():
@@ -322,7 +330,7 @@ def log_mutated(world, m: Mutation) -> str:
 
 def refusals_of(rid: str, m: Mutation) -> dict[int, str]:
     """epoch -> the store's one-line refusal, for each snapshot it refuses; checks what must be refused is."""
-    from dashboard import store
+    from dashboard.read import store
     refusals = {}
     for epoch in store.snapshot_epochs(rid):
         try:
@@ -341,7 +349,7 @@ FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fi
 @given(m=mutations)
 @with_examples
 def test_the_store_refuses_a_mutated_snapshot_in_one_line_naming_the_file_or_loads_it_checked(world, m):
-    from dashboard import store
+    from dashboard.read import store
     rid = log_mutated(world, m)
     refusals = refusals_of(rid, m)
     shapes = store.layers(store.get_run(rid)).layers
@@ -360,7 +368,7 @@ def test_the_store_refuses_a_mutated_snapshot_in_one_line_naming_the_file_or_loa
 @given(m=mutations)
 @with_examples
 def test_every_page_and_callback_answers_a_mutated_run_with_a_message_or_a_figure(world, m):
-    from dashboard import store
+    from dashboard.read import store
     rid = log_mutated(world, m)
     refusals = refusals_of(rid, m)
 

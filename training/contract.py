@@ -20,7 +20,7 @@ EPOCH_SECONDS = "epoch_seconds"
 VAL_LOSS = "val_loss"  # on the held-out last val_size training images, when val_size > 0
 VAL_ACC = "val_acc"
 EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, EPOCH_SECONDS)
-# The running best, logged beside test_acc (training.running_best): the highest finite test_acc up to this
+# The running best, logged beside test_acc (training.engine.running_best): the highest finite test_acc up to this
 # step, and the epoch that first reached it.  MLflow's search returns only latest values, so these let the
 # runs page rank 10,000 runs by their best without reading 10,000 histories.
 BEST_TEST_ACC = "best_test_acc"
@@ -43,7 +43,8 @@ def dead_fraction_key(layer: str) -> str:
 # (at that snapshot's epoch as step) or by training.backfill_summaries: f"{prefix}.{layer}.{field}".
 # Dots, not slashes, so MLflow's filter syntax takes them bare: metrics.units.fc1.class_selective > 5.
 UNIT_SUMMARY_PREFIX = "units"
-UNIT_SUMMARY_FIELDS = ("class_selective", "feature_selective", "dead", "mean_si")  # counts, counts, counts, mean SI
+# counts, counts, counts, mean SI; critical: units whose ablation alone costs >= 1 point of test accuracy
+UNIT_SUMMARY_FIELDS = ("class_selective", "feature_selective", "dead", "mean_si", "critical")
 
 
 def unit_summary_key(layer: str, field: str) -> str:
@@ -110,6 +111,11 @@ def is_hyperparameter(name: str) -> bool:
 # ---- artifacts ----
 SNAPSHOT_DIR = "snapshots"
 MODEL_NAME = "model"
+# A built-in run's logged model, beside MLflow's MLmodel file (training.nets.saved_model writes and reads them):
+MODEL_WEIGHTS_FILE = "weights.npz"  # float32 arrays in PyTorch layout, keyed by state_dict name (fc1.weight)
+MODEL_CONFIG_FILE = "config.json"  # the run's config as its params, which rebuilds the module
+MODEL_REQUIREMENTS_FILE = "requirements.txt"  # the pins it was logged with
+MODEL_PYTHON_ENV_FILE = "python_env.yaml"  # MLflow's virtualenv spec: this Python, then the requirements
 GRID_FILE_ARTIFACT = "grid.yaml"  # a grid's YAML file, on its parent run
 # A run from the user's own loop also logs its hidden units' test-set activations per epoch, since the
 # dashboard cannot rerun a model whose code it does not have: float16 (10000, units), one array per layer.
@@ -173,6 +179,10 @@ TAG_GRID_NAME = "grid.name"
 TAG_GRID_PARENT = "grid.parent"  # TRUE on a grid's parent run
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own: nests runs in its UI
 TAG_RUN_NAME = "mlflow.runName"
+# Which code took the optimizer steps: the C kernel (native-avx512, native-avx2, native: its widest vectors)
+# or PyTorch (torch: the fallback, and every own-loop run).  The paths round differently, so a run says which.
+TAG_STEP_PATH = "mnistlab.step_path"
+STEP_PATHS = ("native-avx512", "native-avx2", "native", "torch")
 TAG_SOURCE_RUN = "migrate.source_run_id"  # on a run copied by training.migrate_store: the original's id
 # On experiments: MLflow 3's UI tells model-training experiments from GenAI ones by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -182,6 +192,24 @@ TAG_NOTE = "mlflow.note.content"
 TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_SOURCE_TYPE = "mlflow.source.type"
 TRUE = "true"  # the value of flag tags such as grid.parent
+# ---- searches (training.sweep.search_run): a grid whose configs an Optuna study proposes ----
+# The parent run of a search is also a grid parent (TAG_GRID_PARENT, TAG_GRID_NAME) and carries:
+TAG_SEARCH_PARENT = "search.parent"  # TRUE on a search's parent run
+TAG_SEARCH_BEST_RUN = "search.best_run_id"  # set when the search ends: the best trial's run
+PARAM_SEARCH_SAMPLER = "search.sampler"  # tpe | random | cmaes | grid
+PARAM_SEARCH_PRUNER = "search.pruner"  # hyperband | successive_halving | median | none
+PARAM_SEARCH_METRIC = "search.metric"  # a validation metric (SEARCH_METRICS)
+PARAM_SEARCH_TRIALS = "search.trials"
+PARAM_SEARCH_SEED = "search.seed"
+PARAM_SEARCH_SPACE = "search.space"  # the space, as JSON: {"lr": {"log_uniform": [0.1, 10]}, ...}
+# Each trial is a child run carrying:
+TAG_SEARCH_TRIAL = "search.trial"  # the Optuna trial number
+TAG_SEARCH_STATE = "search.state"  # set when the trial ends, one of SEARCH_STATES
+SEARCH_COMPLETE, SEARCH_PRUNED, SEARCH_FAILED = "complete", "pruned", "failed"
+SEARCH_STATES = (SEARCH_COMPLETE, SEARCH_PRUNED, SEARCH_FAILED)
+TAG_SEARCH_PRUNED_AT = "search.pruned_at"  # the epoch after which the pruner stopped it
+# The metrics a search may optimise, and which way: validation only, never the test set.
+SEARCH_METRICS = {VAL_ACC: "maximize", VAL_LOSS: "minimize"}
 NEURON_TAG_PREFIX = "neuron"
 
 
@@ -218,11 +246,14 @@ DATASET_NAME = "mnist"
 # ---- the grouping tests/test_structure.py reads ----
 METRICS = EPOCH_METRICS + (VAL_LOSS, VAL_ACC, BEST_TEST_ACC, BEST_EPOCH)
 PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM_LAYERS, PARAM_N_CONFIGS,
-                          PARAM_LAYER_STRUCTURE)
-TAGS = (TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
-        TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN)
+                          PARAM_LAYER_STRUCTURE, PARAM_SEARCH_SAMPLER, PARAM_SEARCH_PRUNER, PARAM_SEARCH_METRIC,
+                          PARAM_SEARCH_TRIALS, PARAM_SEARCH_SEED, PARAM_SEARCH_SPACE)
+TAGS = (TAG_STEP_PATH, TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
+        TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN, TAG_SEARCH_PARENT,
+        TAG_SEARCH_BEST_RUN, TAG_SEARCH_TRIAL, TAG_SEARCH_STATE, TAG_SEARCH_PRUNED_AT)
 ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, ACTIVATIONS_DIR, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
-             PRED_CLASS, PRED_CONFIDENCE)
+             PRED_CLASS, PRED_CONFIDENCE, MODEL_WEIGHTS_FILE, MODEL_CONFIG_FILE, MODEL_REQUIREMENTS_FILE,
+             MODEL_PYTHON_ENV_FILE)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
 # Names built from a prefix: an f-string that starts with one of these bypasses the builders above.
 PREFIXES = (GRAD_NORM_PREFIX + "/", DEAD_FRACTION_PREFIX + "/", PARAM_SHA256_PREFIX, WEIGHT_PREFIX + "/",

@@ -6,10 +6,23 @@ dashboard must start without loading torch.
 import os
 from pathlib import Path
 
+# The folder holding the packages: a clone, or site-packages once installed.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STORE = REPO_ROOT / "mlflow_runs"
 # SQLite's busy timeout: several trainers and the dashboard share the default store.
 SQLITE_TIMEOUT_S = 60
+
+
+def default_store(cwd: Path | None = None) -> Path:
+    """The clone's mlflow_runs/ when working inside the clone (as `make run` always has); anywhere else, as for
+    an installed package, ./mlflow_runs in the current folder: a project's own store, as MLflow's ./mlruns is."""
+    cwd = (cwd or Path.cwd()).resolve()
+    if (REPO_ROOT / "pyproject.toml").is_file() and cwd.is_relative_to(REPO_ROOT):
+        return REPO_ROOT / "mlflow_runs"
+    return cwd / "mlflow_runs"
+
+
+# Fixed at import, so that every part of one process writes and reads the same store.
+DEFAULT_STORE = default_store()
 
 
 def default_tracking_uri() -> str:
@@ -17,7 +30,7 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set; otherwise the embedded store in mlflow_runs/."""
+    """MLFLOW_TRACKING_URI if set; otherwise the embedded store in DEFAULT_STORE (mlflow_runs/)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from training import contract as C
 from training.errors import UserError, exit_on_user_error
 from training.location import default_tracking_uri, sqlite_artifact_root
-from training.store_connection import check_reachable, retry
+from training.tracking.store_connection import check_reachable, retry
 
 BATCH = 1000  # MLflow's log_batch limit for metrics
 

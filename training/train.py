@@ -11,14 +11,15 @@ from dataclasses import fields
 from tqdm import tqdm
 
 from training import contract as C
-from training import data as mnist
-from training import interrupt
-from training.cohorts import total_steps
 from training.config import ACTIVATIONS, ARCHS, INITS, LOSSES, OPTIMIZERS, RunConfig
-from training.engine import train_cohort
+from training.engine import interrupt
+from training.engine.cohorts import total_steps
+from training.engine.loop import train_cohort
+from training.engine.steps import fallback_notice
 from training.errors import exit_on_user_error
-from training.lifecycle import Interrupted, RunLifecycle
-from training.tracking import MlflowSink, client
+from training.nets import data as mnist
+from training.tracking.lifecycle import Interrupted, RunLifecycle
+from training.tracking.mlflow_sink import MlflowSink, client
 
 SOURCE = "python -m training.train"  # the runs' source in the MLflow UI
 
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     run_id = sink.run_ids[0]
     held_out = f", {config.val_size} held out" if config.val_size else ""
     print(f"run {run_id}: {config.display_name}, {config.epochs} epochs on {config.train_size} images{held_out}")
+    if notice := fallback_notice([config]):  # else a machine without a compiler trains at half speed unsaid
+        print(notice, file=sys.stderr)
     interrupt.install()  # Ctrl-C and SIGTERM end the run KILLED, with what it logged kept
     start = time.perf_counter()
     try:

@@ -26,6 +26,14 @@ CONFIDENT = 0.9  # a prediction at or above this confidence is "confident"
 CONFIDENT_WRONG_LIMIT = 0.5  # warn when at least half the wrong predictions are confident ...
 CONFIDENT_WRONG_MIN = 10  # ... and there are at least 10 of them (a handful proves nothing)
 STATIC_ACTIVATION_KS = 0.02  # activations "don't change" if first and last distributions differ by < 0.02 (KS)
+# A digit predicted for fewer than 10 % as many test images as truly show it: its correct answers are at most
+# its predictions, so its recall is at most 10 %.  A trained net, even at 85 %, predicts each digit about as
+# often as it occurs (Nielsen's seeds: 0.83-1.2 times); a count this low means the digit is all but never said.
+RARE_PREDICTION_SHARE = 0.10
+# Seeds of one config end within about a point of each other on MNIST (the default runs' healthy Nielsen seeds:
+# 93.96 and 93.92 %); a run 5 points below its replicates' median is not seed noise.
+REPLICATE_GAP = 0.05
+PLATEAU_GAIN = 0.01  # ... and "plateaued": it gained less than 1 point over the last third of its epochs
 
 # What a warning is about (HealthWarning.check).
 LOSS_CURVE = "loss curve"
@@ -33,15 +41,18 @@ DEAD_UNITS = "dead units"
 GRADIENTS = "gradients"
 CONFIDENCE = "confidence"
 ACTIVATIONS = "activations"
+DIGITS = "digits"
+REPLICATES = "replicates"
 
 
 @dataclass(frozen=True)
 class HealthWarning:
-    check: str  # which check fired: LOSS_CURVE, DEAD_UNITS, GRADIENTS, CONFIDENCE or ACTIVATIONS
+    check: str  # which check fired: LOSS_CURVE, DEAD_UNITS, GRADIENTS, CONFIDENCE, ACTIVATIONS, DIGITS, REPLICATES
     title: str
     explanation: str  # one line: what the data shows
     fix: str  # one line: what to try
     severity: str = "warning"  # "warning" or "error"
+    digit: int | None = None  # the digit it is about: the page links to that digit's map, which shows why
 
 
 def loss_warnings(name: str, values) -> list[HealthWarning]:
@@ -218,3 +229,67 @@ def run_health(histories: dict[str, np.ndarray], hidden_layers: list[str], all_l
                     if C.act_hist_key(l) in snap and C.act_edges_key(l) in snap}
         out += static_activation_warnings(hists(first_snapshot), hists(last_snapshot), snapshot_epochs)
     return out
+
+
+def predicted_share(pred, labels, n_classes: int = 10) -> np.ndarray:
+    """Per digit: how many test images the network labels it (the confusion matrix's column sum) over how many
+    truly show it (its row sum); NaN for a digit with no test images."""
+    predicted = np.bincount(np.asarray(pred, dtype=np.int64), minlength=n_classes)[:n_classes].astype(float)
+    true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)[:n_classes].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(true > 0, predicted / np.maximum(true, 1), np.nan)
+
+
+def rare_digit_warnings(pred, labels) -> list[HealthWarning]:
+    """A digit predicted for fewer than RARE_PREDICTION_SHARE (10 %) as many test images as show it: an empty,
+    or almost empty, confusion-matrix column, so at most 10 % of that digit's images can be right."""
+    share = predicted_share(pred, labels)
+    predicted = np.bincount(np.asarray(pred, dtype=np.int64), minlength=10)[:10]
+    true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)[:10]
+    out = []
+    for d in np.flatnonzero(np.nan_to_num(share, nan=1.0) < RARE_PREDICTION_SHARE):
+        never = predicted[d] == 0
+        out.append(HealthWarning(
+            DIGITS, f"{d} is never predicted" if never else f"{d} is almost never predicted",
+            f"The network predicts {d} for {predicted[d]} of the {len(pred):,} test images, though {true[d]} of them "
+            f"show a {d} (under "
+            f"{RARE_PREDICTION_SHARE:.0%}): its confusion-matrix column is {'empty' if never else 'nearly empty'}.",
+            "Retrain with another seed or a smaller learning rate; the digit map shows which hidden units push "
+            f"{d}'s output up (few or weak ones for a digit the net has given up on).", "error" if never else "warning",
+            digit=int(d)))
+    return out
+
+
+def plateau_gain(acc) -> float:
+    """How much accuracy rose over the last third of the epochs (at least one step)."""
+    a = np.asarray(acc, dtype=float)
+    w = max(1, (len(a) - 1) // 3)
+    return float(a[-1] - a[-1 - w]) if len(a) > w else float("nan")
+
+
+def replicate_warnings(acc, replicate_finals: list[float], weakest_digit: int | None = None) -> list[HealthWarning]:
+    """Test accuracy that ended at least REPLICATE_GAP (5 points) below the median of the run's replicates (same
+    config, other seeds) and gained less than PLATEAU_GAIN (1 point) over the last third of its epochs."""
+    a = np.asarray(acc, dtype=float)
+    others = [v for v in replicate_finals if np.isfinite(v)]
+    if len(a) < 2 or not others or not np.isfinite(a[-1]):
+        return []
+    median, gain = float(np.median(others)), plateau_gain(a)
+    if median - a[-1] < REPLICATE_GAP or not gain < PLATEAU_GAIN:
+        return []
+    span = f"{min(others):.2%}" if len(others) == 1 else f"{min(others):.2%}–{max(others):.2%}"
+    weakest = f"; its weakest digit is {weakest_digit}" if weakest_digit is not None else ""
+    return [HealthWarning(
+        REPLICATES, "Stuck far below its replicates",
+        f"Test accuracy plateaued at {a[-1]:.2%} (+{gain * 100:.2f} points over its last third of epochs) while "
+        f"its {len(others)} replicate{'s' if len(others) > 1 else ''} (same config, other seeds) ended at "
+        f"{span}{weakest}.",
+        "This seed's initialisation trapped it: use another seed, or a smaller learning rate so fewer units "
+        "saturate.", digit=weakest_digit)]
+
+
+def weakest_digit(pred, labels) -> int:
+    """The digit with the lowest recall (ties: the lower digit)."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    recall = [float(np.mean(pred[labels == d] == d)) if np.any(labels == d) else 1.0 for d in range(10)]
+    return int(np.argmin(recall))

@@ -6,7 +6,7 @@ differences theta_i - theta_n.  The first two principal components d1, d2 span t
 the trajectory moved most.  The loss is evaluated at theta_n + a*d1 + b*d2 on a grid of (a, b), on a
 fixed subset of the training data, and each snapshot is projected to its (a, b) coordinates.
 
-Grid points are evaluated many at a time as the K models of one `training.models.StackedNet`, so the
+Grid points are evaluated many at a time as the K models of one `training.nets.models.StackedNet`, so the
 forward pass is the training code's own.  Nothing here knows about MLflow or Dash.
 """
 import math
@@ -17,8 +17,8 @@ import torch
 
 from training import contract as C
 from training.config import RunConfig
-from training.architecture import CNN_CHANNELS, layers_of
-from training.models import StackedNet, per_model_loss
+from training.nets.architecture import CNN_CHANNELS, layers_of
+from training.nets.models import StackedNet, per_model_loss
 
 CNN_FIRST_MAP = (CNN_CHANNELS[0], 26, 26)  # the CNN's largest activation per image: conv1's output
 

@@ -44,7 +44,7 @@ dagfuncs.runName = function (data) {
 var dagcomponentfuncs = (window.dashAgGridComponentFunctions = window.dashAgGridComponentFunctions || {});
 dagcomponentfuncs.RunLink = function (props) {
   const d = props.data || {};
-  const href = "/runs/" + d.run_id;
+  const href = d.href || "/runs/" + d.run_id;  // a search's parent: its review, /search/<id>
   const onClick = function (e) {
     if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
     e.preventDefault();

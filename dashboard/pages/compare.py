@@ -11,12 +11,12 @@ from urllib.parse import parse_qs, urlencode
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
-from dashboard import mlflow_links, store
 from dashboard.analytics import replicates as R
+from dashboard.read import mlflow_links, store
 from dashboard.views import compare_view as V
-from dashboard.views import sweep_groups as G
 from dashboard.views import widgets
-from dashboard.views.sweep_sections import review_section
+from dashboard.views.sweep import sweep_groups as G
+from dashboard.views.sweep.sweep_sections import review_section
 from dashboard.views.theme import run_colors
 from training import contract as C
 
@@ -36,6 +36,7 @@ def layout(runs=None, smooth=None, params=None, group=None, band=None, epoch=Non
     band = band if band in R.BANDS else "sd"
     header = html.Div([
         html.H2("Compare runs", className="grow"),
+        html.Label("This view's address", htmlFor="compare-link", className="visually-hidden"),
         dcc.Input(id="compare-link", type="text", readOnly=True, className="text-input small", style={"width": "320px"},
                   value=""),  # this view's address: share it to show the same comparison
         dcc.Clipboard(id="compare-copy", title="Copy link", className="button", content="",
@@ -81,7 +82,7 @@ def layout(runs=None, smooth=None, params=None, group=None, band=None, epoch=Non
 
 def _controls(smoothing, has_replicates, grouped, band):
     smooth = html.Div([
-        html.Span("Smoothing (EMA)", className="muted"),
+        html.Label("Smoothing (EMA)", htmlFor="compare-smooth", className="muted"),
         html.Div(dcc.Slider(id="compare-smooth", min=0, max=0.95, step=0.05, value=smoothing,
                             marks={0: "off", 0.5: "0.5", 0.9: "0.9"}, updatemode="mouseup", allow_direct_input=False,
                             tooltip={"placement": "bottom"}), style={"width": "320px"}),
@@ -91,7 +92,7 @@ def _controls(smoothing, has_replicates, grouped, band):
                                                     {"label": " single runs", "value": "off"}],
                        value="off" if has_replicates and not grouped else "on", inline=True,
                        inputStyle={"marginLeft": "12px"}),
-        html.Span("band:", className="muted", style={"marginLeft": "16px"}),
+        html.Label("band:", htmlFor="compare-band", className="muted", style={"marginLeft": "16px"}),
         dcc.RadioItems(id="compare-band", options=[{"label": f" {G.BAND_LABELS[b]}", "value": b} for b in R.BANDS],
                        value=band, inline=True, inputStyle={"marginLeft": "12px"}),
     ], className="row small", style={} if has_replicates else {"display": "none"})

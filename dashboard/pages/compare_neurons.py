@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlencode
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import store
-from dashboard.neuron_target import unit_href
-from dashboard.views import sweep_neurons as SN
+from dashboard.loaders.neuron_target import unit_href
+from dashboard.read import store
 from dashboard.views import widgets
+from dashboard.views.sweep import sweep_neurons as SN
 
 dash.register_page(__name__, path="/compare/neurons", title="Neurons across runs · MNIST Lab")
 
@@ -49,7 +49,7 @@ def layout(runs=None, layer=None, epoch=None, **_query):
 
 def _row(row, epoch) -> html.Div:
     t = row.target
-    tiles = [html.A([html.Img(src=uri, width=44, height=44, className="xneurons-tile"),
+    tiles = [html.A([html.Img(src=uri, width=44, height=44, className="xneurons-tile", alt=f"unit {u}"),
                      html.Div(f"#{u}" + ("" if c is None else f" r={c:.2f}"), className="small muted")],
                     href=unit_href(t.run_id, t.layer, u, t.epoch), title=f"unit {u}",
                     style={"textAlign": "center", "width": "56px", "textDecoration": "none"})

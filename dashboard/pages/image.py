@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 import dash
 from dash import Input, Output, callback, dcc, html, no_update
 
-from dashboard import deep_neurons as D
-from dashboard.neuron_target import resolve
-from dashboard.store import StoreError
-from dashboard.views import image_view as V
+from dashboard.loaders import deep_neurons as D
+from dashboard.loaders.neuron_target import resolve, select
+from dashboard.read.store import StoreError
 from dashboard.views import widgets
+from dashboard.views.neurons import image_view as V
 
 dash.register_page(__name__, path_template="/runs/<run_id>/images/<index>", order=3,
                    title=lambda run_id=None, index=None, **_:
@@ -27,7 +27,7 @@ IG_NOTE = ("Integrated gradients (Sundararajan et al. 2017, Captum): each pixel'
 def _layers(t0, d, epoch: int) -> list:
     out = []
     for layer, acts in enumerate(d.acts, start=1):
-        t = resolve(t0.run_id, layer, epoch)
+        t = select(t0, layer, epoch)
         what = "channel (max over its feature map)" if t.kind == "conv" else "unit"
         out.append(html.Div([html.H4(f"Layer {layer} ({t.layer_name}): {len(acts)} units, strongest first",
                                      style={"margin": "8px 0 4px"}),
@@ -41,7 +41,7 @@ def layout(run_id=None, index=None, epoch=None, **_query):
     try:
         t = resolve(run_id, 1, epoch)
         i = D.image_index(index)
-        d = D.one_image_data(t.run_id, t.epoch, i)
+        d = D.one_image_data(t, i)
         layers = _layers(t, d, t.epoch)
     except StoreError as e:
         return widgets.error_page("Image", str(e))
@@ -71,8 +71,8 @@ def layout(run_id=None, index=None, epoch=None, **_query):
 def show_attributions(target):
     """After the first paint: integrated gradients cost about a second on a CNN."""
     try:
-        d = D.one_image_data(target["run_id"], target["epoch"], target["index"])
-        return V.attributions(d, D.attributions(target["run_id"], target["epoch"], target["index"]))
+        t = resolve(target["run_id"], 1, target["epoch"])
+        return V.attributions(D.one_image_data(t, target["index"]), D.attributions(t, target["index"]))
     except StoreError as e:
         return widgets.message(str(e), "error")
 

@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import deep_neurons as D
-from dashboard import neuron_stats as S
 from dashboard.analytics.layer_map import umap_available
-from dashboard.neuron_target import layer_href, resolve
-from dashboard.store import StoreError
+from dashboard.loaders import deep_neurons as D
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders.neuron_target import layer_href, resolve
+from dashboard.read.store import StoreError
 from dashboard.views import widgets
-from dashboard.views.image_view import image_href
-from dashboard.views.neuron_map_view import hover_panel, map_figure, point_index
+from dashboard.views.neurons.image_view import image_href
+from dashboard.views.neurons.neuron_map_view import hover_panel, map_figure, point_index
 
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons/map", order=0,
                    title=lambda run_id=None, **_: f"Layer map {str(run_id)[:8]} · MNIST Lab")
@@ -32,7 +32,7 @@ def layout(run_id=None, layer=None, epoch=None, method=None, **_query):
     method = "umap" if method == "umap" and umap_available() else "pca"
     try:
         t = resolve(run_id, layer, epoch)
-        xy, how = D.layer_map(t.run_id, t.epoch, t.layer, method)
+        xy, how = D.layer_map(t, method)
         _, labels = S.test_images()
     except StoreError as e:
         return widgets.error_page("Layer map", str(e))

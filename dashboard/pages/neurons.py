@@ -8,25 +8,27 @@ the unit's index, name, verdict and selectivity index, and links to the unit vie
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard import deep_neurons as D
-from dashboard import neuron_stats as S
-from dashboard import store
-from dashboard.analytics import neurons as N
+from common import neurons as N
 from dashboard.analytics.emergence import emergence_order
-from dashboard.neuron_target import Target, hidden_layers, layer_href, resolve, unit_href
-from dashboard.store import StoreError
-from dashboard.views import widgets
-from dashboard.views.neuron_figures import verdict_counts_figure
-from dashboard.views.neuron_images import sort_units, tile_uris, verdict_color
-from dashboard.views.similarity_view import similarity_href
-from dashboard.views.unit_panels import feature_vis_tiles
+from dashboard.loaders import deep_neurons as D
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders import unit_ablation as A
+from dashboard.loaders.neuron_target import Target, layer_href, resolve, unit_href
+from dashboard.loaders.unit_panels import feature_vis_tiles
+from dashboard.read.store import StoreError
+from dashboard.views import theme, widgets
+from dashboard.views.neurons.ablation_view import ablation_href
+from dashboard.views.neurons.circuit_view import digit_map_link, has_circuits
+from dashboard.views.neurons.neuron_figures import verdict_counts_figure
+from dashboard.views.neurons.neuron_images import sort_units, tile_uris
+from dashboard.views.neurons.similarity_view import similarity_href
 
 # Registered with an order so Dash matches this template before the run page's greedy "/runs/<run_id>".
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons", order=2,
                    title=lambda run_id=None, **_: f"Neurons {str(run_id)[:8]} · MNIST Lab")
 
 SORTS = {"index": "unit index", "si": "selectivity (highest first)", "dead": "dead units first",
-         "emergence": "emergence epoch (earliest first)"}
+         "emergence": "emergence epoch (earliest first)", "ablation": "ablation drop (largest first)"}
 SHOWS = {"weights": "weights or top images", "fv": "what each unit wants (feature visualisation)"}
 TILE_PX = 96
 TILE_IMG_STYLE = {"width": TILE_PX, "height": TILE_PX, "imageRendering": "pixelated",
@@ -38,21 +40,29 @@ TILE_STYLE = {"display": "block", "padding": "8px", "border": "1px solid var(--b
 def tiles(t: Target, sort: str = "index", show: str = "weights") -> tuple[list, str]:
     """The layer's tiles in the chosen order, and the legend line."""
     stats = S.layer_stats(t)
-    labels = S.neuron_labels(t.run_id, t.layer)
+    labels = S.neuron_labels(t)
     uris, legend = feature_vis_tiles(t) if show == "fv" else tile_uris(t, stats, S.weights(t))
     emerged = D.emergence(t).emergence if sort == "emergence" else None
+    drop = None
+    if sort == "ablation":
+        try:
+            drop = A.ablation(t).overall_drop
+        except StoreError as e:  # a run from its own loop: no network to rerun; the tiles stay in index order
+            legend = f"{legend} {e}"
     out = []
-    for u in sort_units(stats, sort) if emerged is None else emergence_order(emerged):
+    for u in sort_units(stats, sort, drop) if emerged is None else emergence_order(emerged):
         verdict = stats.verdicts[u]
         out.append(dcc.Link([
             html.Img(src=uris[u], alt=f"unit {u}", className="neurons-tile-img", style=TILE_IMG_STYLE),
             html.Div([html.B(f"#{u}"), " ", html.Span(labels.get(u, {}).get("name", ""), className="neurons-tile-name")],
                      style={"overflow": "hidden", "textOverflow": "ellipsis", "whiteSpace": "nowrap"}),
-            html.Div(verdict, className="neurons-tile-verdict small",
-                     style={"color": verdict_color(verdict), "fontWeight": 600}),
+            html.Div(verdict, className=f"neurons-tile-verdict small {theme.verdict_class(verdict)}",
+                     style={"fontWeight": 600}),
             html.Div(f"SI {stats.si[u]:.2f}", className="neurons-tile-si small muted"),
             html.Div("never class-selective" if emerged[u] is None else f"first class-selective at epoch {emerged[u]}",
                      className="neurons-tile-emerged small muted") if emerged is not None else None,
+            html.Div(f"switched off: −{drop[u]:.2f} points", className="neurons-tile-drop small muted")
+            if drop is not None else None,
         ], href=unit_href(t.run_id, t.layer, u, t.epoch), className="neurons-tile", title=f"unit {u}: {verdict}",
             style=TILE_STYLE))
     return out, legend
@@ -78,12 +88,11 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, show=None, **_query):
         sort = sort if isinstance(sort, str) and sort in SORTS else "index"
         show = show if isinstance(show, str) and show in SHOWS else "weights"
         tile_list, legend = tiles(t, sort, show)
-        hidden = hidden_layers(store.get_run(t.run_id))
     except StoreError as e:
         return widgets.error_page("Neurons", str(e))
     layer_links = [dcc.Link(f"Layer {i} ({name})", href=layer_href(t.run_id, i, t.epoch),
                             style={"fontWeight": 700 if i == t.layer else 400})
-                   for i, name in enumerate(hidden, start=1)]
+                   for i, name in enumerate(t.hidden, start=1)]
     return html.Div([
         dcc.Store(id="neurons-target", data={"run_id": t.run_id, "layer": t.layer}),
         html.H2(f"Neurons · {t.run_name}"),
@@ -91,7 +100,10 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, show=None, **_query):
                   dcc.Link("layer map", href=f"/runs/{t.run_id}/neurons/map?layer={t.layer}&epoch={t.epoch}",
                            id="neurons-map-link"),
                   dcc.Link("similarity across epochs", href=similarity_href([t.run_id], t.layer),
-                           id="neurons-similarity-link")], className="row"),
+                           id="neurons-similarity-link"),
+                  dcc.Link("ablation", href=ablation_href(t.run_id, t.layer, t.epoch), id="neurons-ablation-link"),
+                  digit_map_link(t.run_id, t.epoch) if has_circuits(t) else None],
+                 className="row"),
         _controls(t, sort, show),
         html.P(legend, id="neurons-legend", className="small muted"),
         html.Div(tile_list, id="neurons-tiles",

@@ -3,19 +3,22 @@
 `?epoch=N` picks the snapshot the per-epoch views show (default: the last).  The epoch slider
 writes the URL with history.pushState, so back, forward and reload restore the view.
 Runs that lack parts of the tracking contract show what exists and say what is missing.
-The data comes from dashboard.run_data, the figures from views/run_detail_view.py.
+The data comes from dashboard.loaders.run_data, the figures from views/run_detail_view.py.
 """
 import urllib.parse
 
 import dash
 from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
-from dashboard import mlflow_links, run_data, store
 from dashboard.analytics import health
+from dashboard.analytics import replicates as R
+from dashboard.loaders import run_data
+from dashboard.read import mlflow_links, store
 from dashboard.views import gaps
 from dashboard.views import run_detail_view as V
 from dashboard.views import widgets
-from dashboard.views.image_view import image_links
+from dashboard.views.neurons.circuit_view import digits_href
+from dashboard.views.neurons.image_view import image_links
 from training import contract as C
 from training.errors import UserError
 
@@ -53,7 +56,7 @@ def _header(run, run_id: str) -> list:
             dcc.Link("Compare with other runs →", href=f"/compare?runs={run_id}", id="run-compare-link"),
             html.A("Open in MLflow ↗", href=ui, target="_blank", rel="noopener", id="run-mlflow-link")
             if (ui := mlflow_links.run_url(run.info.experiment_id, run_id)) else None,
-            html.Code(run_id, style={"opacity": 0.6, "fontSize": "12px"}),
+            html.Code(run_id, className="muted", style={"fontSize": "12px"}),
         ], style={"display": "flex", "gap": "18px", "alignItems": "center", "margin": "8px 0"}),
     ]
 
@@ -77,7 +80,7 @@ def _overview_sections() -> list:
 def _epoch_sections(epochs: list[int], chosen) -> list:
     slider = widgets.epoch_slider("run-epoch", epochs, chosen, updatemode="mouseup", included=False)
     return [
-        html.Div([html.Span("Epoch for the views below", style={"fontWeight": 600, "whiteSpace": "nowrap"}),
+        html.Div([html.Label("Epoch for the views below", htmlFor="run-epoch", style={"fontWeight": 600, "whiteSpace": "nowrap"}),
                   html.Div(slider, style={"flex": 1})], className="run-epoch-bar"),
         _section("Activation distributions", "run-activations",
                  "Activations of every layer on the 10,000 test images at the chosen epoch; "
@@ -155,7 +158,7 @@ def show_run_overview(run_id):
         o = run_data.overview(run_id)
     except store.StoreError as e:
         return (widgets.message(f"{e}.", "error"),) * 5
-    return health_list(o), _progress(o), _architecture(o), _gradients(o), _dead(o)
+    return health_list(o, run_id), _progress(o), _architecture(o), _gradients(o), _dead(o)
 
 
 def with_note(graph, note: str):
@@ -195,18 +198,47 @@ def _dead(o: run_data.Overview):
                                    "run-dead-graph"), gaps.histories_note(o.dead()))
 
 
-def health_list(o: run_data.Overview):
+def digit_warnings(run_id: str, o: run_data.Overview) -> list[health.HealthWarning]:
+    """The checks that need the test labels and the run's replicates: a digit (almost) never predicted at the last
+    snapshot, and accuracy stuck far below the finished runs of its experiment with its config and another seed."""
+    epochs = store.snapshot_epochs(run_id)
+    last = store.load_snapshot(run_id, epochs[-1]) if epochs else {}
+    if C.PRED_CLASS not in last:
+        return []
+    _, labels = store.test_set()
+    pred = last[C.PRED_CLASS]
+    out = health.rare_digit_warnings(pred, labels)
+    if C.TEST_ACC in o.histories and C.PARAM_SEED in o.params:
+        run = store.get_run(run_id)
+        key = R.config_key(o.params)
+        finals = [r.data.metrics[C.TEST_ACC] for r in store.search_runs([run.info.experiment_id])
+                  if r.info.run_id != run_id and r.info.status == C.STATUS_FINISHED and C.TEST_ACC in r.data.metrics
+                  and R.config_key(r.data.params) == key]
+        out += health.replicate_warnings(o.histories[C.TEST_ACC]["value"].to_numpy(), finals,
+                                         health.weakest_digit(pred, labels))
+    return out
+
+
+def health_list(o: run_data.Overview, run_id: str):
     if o.health_problem:
         return widgets.message(f"Cannot check this run's health: {o.health_problem}.", "error")
     if not o.histories:
         return widgets.message("Not enough logged data to check this run's health.")
-    if not o.warnings:
-        return html.Div("✓ No warning signs: loss, dead units, gradients, confidence and activations look healthy.",
-                        id="run-health-ok", style={"color": V.GOOD, "fontWeight": 600})
+    try:
+        warnings = o.warnings + digit_warnings(run_id, o)
+    except store.StoreError as e:  # the test set or a replicate cannot be read: the other checks stand
+        warnings = o.warnings + [health.HealthWarning(health.DIGITS, "Predicted digits not checked", f"{e}.", "")]
+    if not warnings:
+        return html.Div("✓ No warning signs: loss, dead units, gradients, confidence, activations, predicted digits "
+                        "and replicates look healthy.", id="run-health-ok", className="text-good", style={"fontWeight": 600})
     return html.Ul([
-        html.Li([html.B(w.title), html.Span(f" — {w.explanation} "), html.Span(f"Try: {w.fix}", className="muted")],
+        html.Li([html.B(w.title), html.Span(f" — {w.explanation} "), html.Span(f"Try: {w.fix}", className="muted")
+                 if w.fix else None,
+                 dcc.Link(f" Digit map of {w.digit} →", href=digits_href(run_id, w.digit),
+                          className="run-health-link")
+                 if w.digit is not None else None],
                 className=f"run-health-item run-health-{w.severity}")
-        for w in o.warnings], style={"paddingLeft": 0, "margin": 0})
+        for w in warnings], style={"paddingLeft": 0, "margin": 0})
 
 
 @callback(Output("run-weights", "children"), Input("run-id", "data"))

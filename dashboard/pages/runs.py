@@ -10,11 +10,11 @@ import dash
 import dash_ag_grid as dag
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import store
+from dashboard.read import store
 from dashboard.views import runs_view as V
-from dashboard.views import sweep_importance as I
-from dashboard.views import sweep_select as S
 from dashboard.views import widgets
+from dashboard.views.sweep import sweep_importance as I
+from dashboard.views.sweep import sweep_select as S
 from training import contract as C
 
 dash.register_page(__name__, path="/", title="Runs · MNIST Lab")
@@ -26,20 +26,24 @@ NARROW = (C.PARAM_LR, C.PARAM_SEED, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS)  # colum
 
 
 def _summary_columns(frame) -> list[dict]:
-    """A column per unit summary the runs carry (training.layer_summaries), e.g. 'fc1 class-selective units'."""
+    """A column per unit summary the runs carry (training.tracking.layer_summaries), e.g. 'fc1 class-selective units'."""
     return [{"field": V.summary_field(c), "headerName": V.metric_info(c)[0], "width": 130, "type": "numericColumn",
              "headerTooltip": c[len("metrics."):], "valueFormatter": {"function": "params.value == null ? '' : String(+params.value.toFixed(3))"}}
             for c in V.summary_columns(frame)]
 
 
-def _columns() -> list[dict]:
+def _columns(searches: bool = False) -> list[dict]:
     pct = {"function": "formatPercent(params.value)"}
     num = {"type": "numericColumn"}
+    # A search's trials say how they ended: complete, pruned at an epoch, or failed.
+    search = [{"field": "search_state", "headerName": "search", "width": 120,
+               "headerTooltip": f"tags.{C.TAG_SEARCH_STATE}"}] if searches else []
     return ([{"field": "name", "headerName": "run", "cellRenderer": "RunLink", "minWidth": 300, "flex": 1,
               "tooltipField": "run_id", "filter": True},
-             {"field": "status", "width": 105, "cellClass": {"function": "'status-' + params.value"}},
-             {"field": "final_test_acc", "headerName": "final test acc", "valueFormatter": pct, "width": 120, **num},
-             {"field": C.BEST_TEST_ACC, "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
+             {"field": "status", "width": 105, "cellClass": {"function": "'status-' + params.value"}}]
+            + search
+            + [{"field": "final_test_acc", "headerName": "final test acc", "valueFormatter": pct, "width": 120, **num},
+               {"field": C.BEST_TEST_ACC, "headerName": "best test acc", "valueFormatter": pct, "width": 120, **num}]
             + [{"field": p, "headerName": HEADERS.get(p, p), "width": 80 if p in NARROW else 100} for p in V.KEY_PARAMS]
             + [{"field": "duration_s", "headerName": "duration", "width": 105, **num,
                 "valueFormatter": {"function": "formatDuration(params.value)"}},
@@ -71,13 +75,16 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         ], className="row"),
         widgets.message(message, "error", id="runs-message"),
         html.Div(id="runs-summary", className="muted small", children=_summary(frame)),
-        dag.AgGrid(id="runs-grid", columnDefs=_columns() + _summary_columns(frame), rowData=V.table_rows(frame),
+        dag.AgGrid(id="runs-grid", columnDefs=_columns(V.has_search_trials(frame)) + _summary_columns(frame), rowData=V.table_rows(frame),
                    getRowId="params.data.run_id",
                    defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
                    dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": True,
                                                      "enableClickSelection": False},
                                     "postSortRows": {"function": "keepChildrenUnderParents(params)"},
-                                    "tooltipShowDelay": 600, "animateRows": False},
+                                    "tooltipShowDelay": 600, "animateRows": False,
+                                    # One Tab stop, as WAI-ARIA's grid pattern has it: arrows move inside, Space
+                                    # ticks a row, and Tab leaves (AG Grid's default walks every cell first).
+                                    "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}},
                    style=_grid_style(len(frame)), className="card"),
         html.H3("Grid review"),
         html.Div([widgets.graph(V.parallel_figure(frame, params), "runs-parallel"),

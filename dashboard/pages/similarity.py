@@ -7,12 +7,11 @@ epochs.  The page is a function of its address: the layer and run choices are li
 import dash
 from dash import dcc, html
 
-from dashboard import deep_neurons as D
-from dashboard import store
-from dashboard.neuron_target import hidden_layers, layer_href
-from dashboard.store import StoreError
+from dashboard.loaders import deep_neurons as D
+from dashboard.loaders.neuron_target import layer_href
+from dashboard.read.store import StoreError
 from dashboard.views import widgets
-from dashboard.views.similarity_view import cka_figure, run_label, run_names, similarity_href, targets
+from dashboard.views.neurons.similarity_view import cka_figure, run_label, run_names, similarity_href, targets
 
 dash.register_page(__name__, path="/similarity", title="Similarity · MNIST Lab")
 
@@ -25,7 +24,7 @@ NO_RUNS = ("No runs given: follow “How similar are their representations?” o
 
 def _depth(ts) -> int:
     """The number of hidden layers every run has."""
-    return min(len(hidden_layers(store.get_run(t.run_id))) for t in ts)
+    return min(len(t.hidden) for t in ts)
 
 
 def _layer_links(ids: list[str], layer: int, depth: int) -> html.Div:
@@ -54,7 +53,7 @@ def _epochs_card(ts, focus):
 def _runs_card(ts) -> html.Div:
     if len(ts) < 2:
         return widgets.message("One run given: add more ids to ?runs= to compare runs.", "info")
-    m = D.runs_similarity(tuple(t.run_id for t in ts), ts[0].layer, tuple(t.epoch for t in ts))
+    m = D.runs_similarity(tuple(ts))
     fig = cka_figure(m, [run_label(t) for t in ts], f"Layer {ts[0].layer} across runs (each at its last snapshot)",
                      "run")
     return widgets.card("Across runs", widgets.graph(fig, "similarity-runs"),

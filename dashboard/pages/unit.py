@@ -4,19 +4,23 @@ What it looks for (incoming weights), what excites it (top-k test images), how i
 responds to each digit (distribution, mean per class, SI, NMI and a verdict), how it
 formed (an epoch scrubber with play), its counterpart in another run, a name and a
 note stored as MLflow tags, and a one-page HTML report to download.
+
+As the compare page does, the layout and each callback resolve the run once (neuron_target.resolve) and
+hand that Target to the loaders (unit_panels, neuron_stats), which never look the run up again.
 """
 from datetime import datetime
 
 import dash
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
-from dashboard import neuron_stats as S
-from dashboard import store
 from dashboard.analytics.feature_vis import HOW as FV_HOW
-from dashboard.neuron_target import Target, layer_href, resolve, unit_href
-from dashboard.store import StoreError
-from dashboard.views import unit_panels as P
+from dashboard.loaders import neuron_stats as S
+from dashboard.loaders import unit_panels as P
+from dashboard.loaders.neuron_target import Target, counterpart, layer_href, resolve, unit_href
+from dashboard.read import store
+from dashboard.read.store import StoreError
 from dashboard.views import widgets
+from dashboard.views.neurons.circuit_view import has_circuits, unit_links
 from training import contract as C
 
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons/<layer>/<unit>", order=1,
@@ -51,10 +55,10 @@ def compare_card(t: Target, u: int, compare) -> html.Div:
     if compare:
         compare = str(compare)
         try:
-            compared = P.compare_panel(t, u, compare)
+            other = counterpart(t, compare)
+            compared = P.compare_panel(t, u, other)
             if compare not in {o["value"] for o in options}:
-                options = [{"label": f"{store.get_run(compare).info.run_name} · {compare[:8]}", "value": compare},
-                           *options]
+                options = [{"label": f"{other.run_name} · {compare[:8]}", "value": compare}, *options]
         except StoreError as e:
             compared, compare = widgets.message(f"Cannot compare: {e}", "error"), None
     return widgets.card(
@@ -117,7 +121,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
             raise StoreError("the address names no unit: use /runs/<run id>/neurons/<layer>/<unit>")
         u = t.unit
         p = P.panels(t, u)
-        label = S.neuron_labels(t.run_id, t.layer).get(u, {})
+        label = S.neuron_labels(t).get(u, {})
         compared = compare_card(t, u, compare)
         emergence = P.emergence_panel(t, u)
     except StoreError as e:
@@ -129,6 +133,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         html.H2([f"Unit {u} · layer {t.layer} ({t.layer_name}) · {t.run_name} ",
                  html.Span(label.get("name", ""), id="unit-name-shown", className="muted")]),
         _links(t, u),
+        unit_links(t.run_id, t.layer, u, t.epoch) if has_circuits(t) else None,
         html.Div([
             html.Button("▶ Play", id="unit-play", n_clicks=0,
                         title="Animate the unit from the first snapshot to the last"),
@@ -138,6 +143,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         ], className="row card"),
         *_panels(p),
         widgets.card("When it appeared", emergence),
+        widgets.card("If it is switched off", dcc.Loading(html.Div(id="unit-ablation"))),
         html.Div([label_card(t, u, label), compared], className="grid-2"),
         html.Div([html.Button("Download report (HTML)", id="unit-report-button", n_clicks=0),
                   dcc.Download(id="unit-report")], className="row"),
@@ -157,6 +163,14 @@ def follow_epoch(epoch, target):
         return (no_update,) * 7 + (widgets.message(str(e), "error"),) + (no_update,) * 4
     return (p["weights"], p["top_mean"], p["top"], p["bottom"], p["hist"], p["per_class"], p["means"], p["summary"],
             layer_href(t.run_id, t.layer, t.epoch), p["fv"], p["fv_value"], _fv_style(p))
+
+
+@callback(Output("unit-ablation", "children"), Input("unit-epoch", "value"), State("unit-target", "data"))
+def show_ablation(epoch, target):
+    try:
+        return P.ablation_panel(resolve(target["run_id"], target["layer"], epoch, target["unit"]), target["unit"])
+    except StoreError as e:
+        return widgets.message(str(e), "error")
 
 
 @callback(Output("unit-bottom", "style"), Input("unit-show-bottom", "value"), prevent_initial_call=True)
@@ -210,7 +224,7 @@ def show_match(other, epoch, target):
         return None
     try:
         t = resolve(target["run_id"], target["layer"], epoch, target["unit"])
-        return P.compare_panel(t, target["unit"], other)
+        return P.compare_panel(t, target["unit"], counterpart(t, other))
     except StoreError as e:
         return widgets.message(str(e), "error")
 

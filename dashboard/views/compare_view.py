@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard import store
+from dashboard.read import store
 from dashboard.views import gaps
 from dashboard.views.theme import TEMPLATE, empty_figure, run_colors
 from training import contract as C

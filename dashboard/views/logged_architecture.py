@@ -1,7 +1,7 @@
 """The architecture diagram's row for a layer of a model logged from the user's own loop.
 
 The built-in nets' rows are worked out from their config (views/run_detail_view.architecture_rows);
-a logged model says each layer's output shape and activation itself (training/layer_capture.py).
+a logged model says each layer's output shape and activation itself (training/own_loop/layer_capture.py).
 """
 import numpy as np
 

@@ -1,6 +1,6 @@
 """Figures for one run's detail page.  Pure functions: arrays and DataFrames in, Plotly figures out.
 
-The page (`dashboard/pages/run_detail.py`) gets plain data from `dashboard.run_data` and passes it
+The page (`dashboard/pages/run_detail.py`) gets plain data from `dashboard.loaders.run_data` and passes it
 here, so every figure can be built and tested without a server.
 """
 import numpy as np
@@ -301,7 +301,7 @@ def image_grid_figure(images: np.ndarray, labels, preds=None, confidences=None, 
 def architecture_rows(layers, activation: str | None, loss: str | None) -> list[dict]:
     """One row per stage (input, each weight layer) with its output shape and parameter count.
 
-    `layers` are training.models.Layer objects (name, kind, weight_shape).
+    `layers` are training.nets.models.Layer objects (name, kind, weight_shape).
     """
     rows = [{"name": "input", "shape": "1×28×28" if layers and layers[0].kind == "conv" else "784",
              "units": 784, "params": 0, "detail": "28×28 pixels<br>in [0, 1]"}]

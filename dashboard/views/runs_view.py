@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard import store
+from dashboard.read import store
 from dashboard.views.theme import SEQUENTIAL, TEMPLATE, empty_figure
 from training import contract as C
 from training.config import RunConfig
@@ -24,7 +24,8 @@ PREFERRED_AXES = (C.PARAM_LR, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS, C.PARAM_ACTIVA
 # is shown as text in the table and keeps its run off the figures' axes; "default" (PyTorch's init) is a value.
 NUMERIC_PARAMS = tuple(f.name for f in fields(RunConfig) if f.type in (int, float, float | None))
 SUMMARY_LABELS = {"class_selective": "class-selective units", "feature_selective": "feature-selective units",
-                  "dead": "dead units", "mean_si": "mean selectivity index"}
+                  "dead": "dead units", "mean_si": "mean selectivity index",
+                  "critical": "critical units (ablation ≥ 1 point)"}
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
     C.BEST_TEST_ACC: ("best test accuracy", True),
@@ -88,6 +89,9 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
             duration = (now - r["start_time"]).total_seconds()
         row = {"run_id": r["run_id"], "name": r.get("name") or r["run_id"][:8], "status": r["status"],
                "parent": parent, "is_parent": bool(r.get("is_grid_parent")),
+               # A search's parent opens its review (pages/search.py); every other run, its run page.
+               "href": f"/search/{r['run_id']}" if r.get("is_search_parent") is True else f"/runs/{r['run_id']}",
+               "search_state": search_state(r.get("search_state"), r.get("search_pruned_at")),
                "final_test_acc": _num(r.get("final_test_acc")), C.BEST_TEST_ACC: _num(r.get(C.BEST_TEST_ACC)),
                C.BEST_EPOCH: _num(r.get(C.BEST_EPOCH)),
                "duration_s": None if duration is None or _nan(duration) else float(duration),
@@ -106,6 +110,20 @@ def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dic
             if row[C.BEST_TEST_ACC] is not None:
                 p[C.BEST_TEST_ACC] = max(p[C.BEST_TEST_ACC] or 0.0, row[C.BEST_TEST_ACC])
     return group_children(rows)
+
+
+def search_state(state, pruned_at) -> str | None:
+    """A search trial's state as the table shows it ("pruned at 3"); None for any other run.  Tags are
+    untrusted text: a state outside the contract's is shown as nothing rather than as whatever it says."""
+    if state not in C.SEARCH_STATES:
+        return None
+    if state == C.SEARCH_PRUNED and isinstance(pruned_at, str) and pruned_at.isascii() and pruned_at.isdigit():
+        return f"{state} at {int(pruned_at)}"
+    return state
+
+
+def has_search_trials(frame: pd.DataFrame) -> bool:
+    return "search_state" in frame and bool(frame["search_state"].isin(C.SEARCH_STATES).any())
 
 
 def group_children(rows: list[dict]) -> list[dict]:

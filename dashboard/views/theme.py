@@ -33,6 +33,19 @@ for axis in ("xaxis", "yaxis"):
 pio.templates["mnistlab"] = TEMPLATE
 
 
+def verdict_class(verdict: str) -> str:
+    """The CSS class that colours a unit's verdict as text ("class-selective (digit 6)" -> "verdict-class").
+
+    Text, not figures: the figures' VERDICT_COLORS fall under 4.5:1 on one theme or the other, so
+    assets/style.css gives each verdict a text shade per theme."""
+    return "verdict-" + verdict.split("-")[0].split(" ")[0]
+
+
+def sign_class(value: float) -> str:
+    """The CSS class that colours a signed number as text: blue positive, red negative, as the figures do."""
+    return "sign-positive" if value >= 0 else "sign-negative"
+
+
 def run_colors(run_ids: list[str]) -> dict[str, str]:
     """A colour per run: distinct within this list (in its order), the same run first gets the same colour.
 

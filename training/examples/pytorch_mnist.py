@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from training.data import data_root
+from training.nets.data import data_root
 from training.own_loop import DEFAULT_EXPERIMENT, logged_run, script_main  # log
 
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel mean and standard deviation

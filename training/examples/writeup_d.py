@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from training.data import data_root
+from training.nets.data import data_root
 from training.own_loop import DEFAULT_EXPERIMENT, logged_run, script_main  # log
 
 

@@ -1,0 +1,1 @@
+"""Loaders: a page's inputs turned into plain data read through the store, for pure builders to draw."""

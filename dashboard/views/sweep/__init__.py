@@ -1,0 +1,1 @@
+"""The compare page's sweep review: groups, importance, neurons across runs, selection."""
