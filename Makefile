@@ -5,12 +5,13 @@ STAMP   := .venv/.installed-$(REQ_SUM)
 PLOTLY_BUNDLE := .venv/share/mnistlab/plotly-cartesian-4.1.1.min.js
 AXE_SCRIPT := .venv/share/mnistlab/axe-core-4.14.1.min.js
 RAY_STAMP := .venv/.ray-installed-$(shell sha256sum requirements-ray.txt | cut -c1-16)
+LIGHTNING_STAMP := .venv/.lightning-installed-$(shell sha256sum requirements-lightning.txt | cut -c1-16)
 HOST    ?= 127.0.0.1
 PORT    ?= 8050
 WORKERS ?= 4
 GRID    ?= training/grids/seeds.yaml
 
-.PHONY: install install-ray data browser run serve test test-fast bench screenshots
+.PHONY: install install-ray install-lightning data browser run serve test test-fast bench screenshots
 
 install: $(STAMP) $(PLOTLY_BUNDLE)
 	@$(PY) -m training.engine.native_kernel
@@ -41,6 +42,14 @@ install-ray: $(RAY_STAMP)
 $(RAY_STAMP): requirements-ray.txt $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-ray.txt
 	@rm -f .venv/.ray-installed-*
+	@touch $@
+
+# Lightning is optional too (the callback in training.own_loop.lightning); the tests install it.
+install-lightning: $(LIGHTNING_STAMP)
+
+$(LIGHTNING_STAMP): requirements-lightning.txt $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-lightning.txt
+	@rm -f .venv/.lightning-installed-*
 	@touch $@
 
 # MNIST_ROOT as training.nets.data reads it; the stamp says these files passed `make data` since they last changed.
@@ -74,7 +83,7 @@ run: $(DATA_STAMP)
 serve: data
 	$(PY) -m dashboard.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: data browser install-ray
+test: data browser install-ray install-lightning
 	$(PY) -m pytest -q --durations=15
 
 test-fast: data
