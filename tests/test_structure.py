@@ -162,7 +162,7 @@ def test_no_package_or_folder_has_more_than_12_modules_loose_at_its_top():
 
 
 def contract_names() -> set[str]:
-    return set(C.METRICS) | set(C.PARAMS) | set(C.TAGS) | set(C.ARTIFACTS) | set(C.STATUSES)
+    return set(C.METRICS) | set(C.PARAMS) | set(C.TAGS) | set(C.ARTIFACTS) | set(C.STATUSES) | set(C.EXPERIMENTS)
 
 
 def test_every_name_in_the_contract_is_grouped_for_this_scan():

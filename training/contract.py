@@ -234,6 +234,43 @@ def neuron_tag_unit(layer: int, tag: str) -> tuple[int, str] | None:
     return (int(unit), field) if tag in (neuron_name_tag(layer, int(unit)), neuron_note_tag(layer, int(unit))) else None
 
 
+# ---- reviews (dashboard.read.reviews): a team's conclusions, each one run of the reviews experiment ----
+# Its title is the run's name and its narrative the run's description (TAG_NOTE), so MLflow's UI shows both.
+REVIEWS_EXPERIMENT = "reviews"
+TAG_REVIEW_DECISION = "review.decision"  # the run or config adopted
+TAG_REVIEW_REASONS = "review.reasons"
+TAG_REVIEW_AUTHORS = "review.authors"  # a JSON list, in order of first edit
+TAG_REVIEW_UPDATED = "review.updated_ms"  # milliseconds since the epoch
+REVIEW_TAG_PREFIX = "review."
+REVIEW_VIEW_PREFIX = "review.view."  # one tag per embedded view: review.view.<stamp> = a dashboard URL (path + query)
+REVIEW_RUN_PREFIX = "review.run."  # one tag per linked run: review.run.<run id> = "true"
+# Params, because MLflow never lets a param change: logging version N+1 is a compare-and-set (two saves of version N
+# cannot both claim it), and a comment, once logged, can be neither edited nor lost.
+REVIEW_VERSION_PREFIX = "review.version."  # review.version.<n> = "<nonce> <author>"
+REVIEW_COMMENT_PREFIX = "review.comment."  # review.comment.<stamp> = JSON {"author", "text"}
+
+
+def review_view_tag(stamp: str) -> str:
+    return f"{REVIEW_VIEW_PREFIX}{stamp}"
+
+
+def review_run_tag(run_id: str) -> str:
+    return f"{REVIEW_RUN_PREFIX}{run_id}"
+
+
+def review_version_param(version: int) -> str:
+    return f"{REVIEW_VERSION_PREFIX}{int(version)}"
+
+
+def review_comment_param(stamp: str) -> str:
+    return f"{REVIEW_COMMENT_PREFIX}{stamp}"
+
+
+def review_key_suffix(key: str, prefix: str) -> str | None:
+    """What follows one of the review prefixes above in a tag or param key, else None."""
+    return key[len(prefix):] if key.startswith(prefix) and len(key) > len(prefix) else None
+
+
 # ---- run statuses (MLflow's) ----
 STATUS_RUNNING = "RUNNING"
 STATUS_FINISHED = "FINISHED"
@@ -250,12 +287,15 @@ PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM
                           PARAM_SEARCH_TRIALS, PARAM_SEARCH_SEED, PARAM_SEARCH_SPACE)
 TAGS = (TAG_STEP_PATH, TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
         TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN, TAG_SEARCH_PARENT,
-        TAG_SEARCH_BEST_RUN, TAG_SEARCH_TRIAL, TAG_SEARCH_STATE, TAG_SEARCH_PRUNED_AT)
+        TAG_SEARCH_BEST_RUN, TAG_SEARCH_TRIAL, TAG_SEARCH_STATE, TAG_SEARCH_PRUNED_AT, TAG_REVIEW_DECISION,
+        TAG_REVIEW_REASONS, TAG_REVIEW_AUTHORS, TAG_REVIEW_UPDATED)
 ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, ACTIVATIONS_DIR, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
              PRED_CLASS, PRED_CONFIDENCE, MODEL_WEIGHTS_FILE, MODEL_CONFIG_FILE, MODEL_REQUIREMENTS_FILE,
              MODEL_PYTHON_ENV_FILE)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
+EXPERIMENTS = (REVIEWS_EXPERIMENT,)  # experiments the code itself names (a grid names its own)
 # Names built from a prefix: an f-string that starts with one of these bypasses the builders above.
 PREFIXES = (GRAD_NORM_PREFIX + "/", DEAD_FRACTION_PREFIX + "/", PARAM_SHA256_PREFIX, WEIGHT_PREFIX + "/",
             BIAS_PREFIX + "/", ACT_HIST_PREFIX + "/", ACT_EDGES_PREFIX + "/", NEURON_TAG_PREFIX + ".", UNIT_ACTS_PREFIX + "/",
-            UNIT_SUMMARY_PREFIX + ".")
+            UNIT_SUMMARY_PREFIX + ".", REVIEW_TAG_PREFIX, REVIEW_VIEW_PREFIX, REVIEW_RUN_PREFIX, REVIEW_VERSION_PREFIX,
+            REVIEW_COMMENT_PREFIX)

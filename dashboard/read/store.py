@@ -58,7 +58,8 @@ def experiments() -> list[dict]:
         exps = client().search_experiments(view_type=ViewType.ACTIVE_ONLY, order_by=["creation_time DESC"])
     except MlflowException as e:  # an unreachable server or an unusable URI: the user's to fix, not a traceback
         raise StoreError(f"Cannot read the MLflow store: {str(e.message).splitlines()[0][:300]}") from None
-    return [{"id": e.experiment_id, "name": e.name} for e in exps]
+    # The reviews (dashboard.read.reviews) are documents, not training runs: the runs page never lists them.
+    return [{"id": e.experiment_id, "name": e.name} for e in exps if e.name != C.REVIEWS_EXPERIMENT]
 
 
 def check_run_id(run_id: str) -> str:
