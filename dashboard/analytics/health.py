@@ -30,8 +30,8 @@ STATIC_ACTIVATION_KS = 0.02  # activations "don't change" if first and last dist
 # its predictions, so its recall is at most 10 %.  A trained net, even at 85 %, predicts each digit about as
 # often as it occurs (Nielsen's seeds: 0.83-1.2 times); a count this low means the digit is all but never said.
 RARE_PREDICTION_SHARE = 0.10
-# Seeds of one config end within about a point of each other on MNIST (the default runs' healthy Nielsen seeds:
-# 93.96 and 93.92 %); a run 5 points below its replicates' median is not seed noise.
+# Seeds of one config end within about a point of each other on MNIST, so a run 5 points below its replicates'
+# median is not seed noise.
 REPLICATE_GAP = 0.05
 PLATEAU_GAIN = 0.01  # ... and "plateaued": it gained less than 1 point over the last third of its epochs
 
@@ -231,11 +231,20 @@ def run_health(histories: dict[str, np.ndarray], hidden_layers: list[str], all_l
     return out
 
 
+def _digit_counts(pred, labels, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per digit: how many test images the network labels it (the confusion matrix's column sum), and how many
+    truly show it (its row sum)."""
+    def count(values):
+        return np.bincount(np.asarray(values, dtype=np.int64), minlength=n_classes)[:n_classes]
+    return count(pred), count(labels)
+
+
 def predicted_share(pred, labels, n_classes: int = 10) -> np.ndarray:
-    """Per digit: how many test images the network labels it (the confusion matrix's column sum) over how many
-    truly show it (its row sum); NaN for a digit with no test images."""
-    predicted = np.bincount(np.asarray(pred, dtype=np.int64), minlength=n_classes)[:n_classes].astype(float)
-    true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)[:n_classes].astype(float)
+    """Per digit: images labelled it over images showing it; NaN for a digit with no test images."""
+    return _share(*_digit_counts(pred, labels, n_classes))
+
+
+def _share(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(true > 0, predicted / np.maximum(true, 1), np.nan)
 
@@ -243,9 +252,8 @@ def predicted_share(pred, labels, n_classes: int = 10) -> np.ndarray:
 def rare_digit_warnings(pred, labels) -> list[HealthWarning]:
     """A digit predicted for fewer than RARE_PREDICTION_SHARE (10 %) as many test images as show it: an empty,
     or almost empty, confusion-matrix column, so at most 10 % of that digit's images can be right."""
-    share = predicted_share(pred, labels)
-    predicted = np.bincount(np.asarray(pred, dtype=np.int64), minlength=10)[:10]
-    true = np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)[:10]
+    predicted, true = _digit_counts(pred, labels)
+    share = _share(predicted, true)
     out = []
     for d in np.flatnonzero(np.nan_to_num(share, nan=1.0) < RARE_PREDICTION_SHARE):
         never = predicted[d] == 0

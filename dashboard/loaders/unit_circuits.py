@@ -19,12 +19,19 @@ TOP_K = 8  # links shown on each side: enough to see who matters, few enough to 
 N_DIGITS = 10
 
 
-def check_dense(t: Target) -> None:
-    """StoreError unless every layer of t's run is dense and its network can be rerun from its config."""
+def why_no_circuits(t: Target) -> str | None:
+    """Why t's run has no circuit or digit-map page, in one line, or None when it has them: every layer dense
+    and the network rebuilt from its config.  The one test the pages (for their links) and the loaders ask."""
     if t.own_loop:
-        raise StoreError(t.no_config)
+        return t.no_config
     if any(spec.kind != "linear" for spec in t.specs):
-        raise StoreError(f"run {t.run_id[:8]} has conv layers: {K.CONV_REASON}")
+        return f"run {t.run_id[:8]} has conv layers: {K.CONV_REASON}"
+    return None
+
+
+def check_dense(t: Target) -> None:
+    if reason := why_no_circuits(t):
+        raise StoreError(reason)
 
 
 @memoize_by(32, lambda t: (t.run_id, t.epoch))

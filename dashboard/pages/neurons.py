@@ -14,11 +14,12 @@ from dashboard.loaders import deep_neurons as D
 from dashboard.loaders import neuron_stats as S
 from dashboard.loaders import unit_ablation as A
 from dashboard.loaders.neuron_target import Target, layer_href, resolve, unit_href
+from dashboard.loaders.unit_circuits import why_no_circuits
 from dashboard.loaders.unit_panels import feature_vis_tiles
 from dashboard.read.store import StoreError
 from dashboard.views import theme, widgets
 from dashboard.views.neurons.ablation_view import ablation_href
-from dashboard.views.neurons.circuit_view import digit_map_link, has_circuits
+from dashboard.views.neurons.circuit_view import digit_map_link
 from dashboard.views.neurons.neuron_figures import verdict_counts_figure
 from dashboard.views.neurons.neuron_images import sort_units, tile_uris
 from dashboard.views.neurons.similarity_view import similarity_href
@@ -102,7 +103,7 @@ def layout(run_id=None, layer=None, epoch=None, sort=None, show=None, **_query):
                   dcc.Link("similarity across epochs", href=similarity_href([t.run_id], t.layer),
                            id="neurons-similarity-link"),
                   dcc.Link("ablation", href=ablation_href(t.run_id, t.layer, t.epoch), id="neurons-ablation-link"),
-                  digit_map_link(t.run_id, t.epoch) if has_circuits(t) else None],
+                  digit_map_link(t.run_id, t.epoch) if why_no_circuits(t) is None else None],
                  className="row"),
         _controls(t, sort, show),
         html.P(legend, id="neurons-legend", className="small muted"),

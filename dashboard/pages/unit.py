@@ -17,10 +17,11 @@ from dashboard.analytics.feature_vis import HOW as FV_HOW
 from dashboard.loaders import neuron_stats as S
 from dashboard.loaders import unit_panels as P
 from dashboard.loaders.neuron_target import Target, counterpart, layer_href, resolve, unit_href
+from dashboard.loaders.unit_circuits import why_no_circuits
 from dashboard.read import store
 from dashboard.read.store import StoreError
 from dashboard.views import widgets
-from dashboard.views.neurons.circuit_view import has_circuits, unit_links
+from dashboard.views.neurons.circuit_view import unit_links
 from training import contract as C
 
 dash.register_page(__name__, path_template="/runs/<run_id>/neurons/<layer>/<unit>", order=1,
@@ -133,7 +134,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         html.H2([f"Unit {u} · layer {t.layer} ({t.layer_name}) · {t.run_name} ",
                  html.Span(label.get("name", ""), id="unit-name-shown", className="muted")]),
         _links(t, u),
-        unit_links(t.run_id, t.layer, u, t.epoch) if has_circuits(t) else None,
+        unit_links(t.run_id, t.layer, u, t.epoch) if why_no_circuits(t) is None else None,
         html.Div([
             html.Button("▶ Play", id="unit-play", n_clicks=0,
                         title="Animate the unit from the first snapshot to the last"),

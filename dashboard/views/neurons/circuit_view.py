@@ -26,11 +26,6 @@ def digits_href(run_id: str, digit: int = 0, epoch: int | None = None) -> str:
     return f"/runs/{run_id}/neurons/digits?{urlencode(query)}"
 
 
-def has_circuits(t) -> bool:
-    """Whether a resolved run (loaders.neuron_target.Target) has circuits: a built-in dense net."""
-    return not t.own_loop and all(s.kind == "linear" for s in t.specs)
-
-
 def unit_links(run_id: str, layer: int, unit: int, epoch: int | None = None) -> html.Div:
     """For the unit page: links to this unit's circuit and to the digit map."""
     return html.Div([dcc.Link("Circuit: what feeds it, what it feeds →",
