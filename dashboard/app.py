@@ -20,6 +20,10 @@ app.layout = html.Div([
     html.Header([
         dcc.Link("MNIST Lab", href="/", className="brand"),
         html.Nav([dcc.Link("Runs", href="/", className="nav-link")], className="nav"),
+        # The palette choice is a cookie (views/theme.safe_colours): figures are drawn on the server.
+        html.Button("Colour-blind palette", id="app-palette-toggle", className="theme-toggle palette-toggle", n_clicks=0,
+                    title="Draw runs and groups in ten colours that stay apart in every colour vision",
+                    **{"aria-pressed": "false"}),
         html.Button("Dark", id="app-theme-toggle", className="theme-toggle", n_clicks=0,
                     title="Switch between light and dark theme"),
     ], className="topbar"),
@@ -30,6 +34,9 @@ app.clientside_callback(
     ClientsideFunction(namespace="mnistlab", function_name="toggleTheme"),
     Output("app-theme", "data"), Input("app-theme-toggle", "n_clicks"), State("app-theme", "data"),
     prevent_initial_call=True)
+app.clientside_callback(
+    ClientsideFunction(namespace="mnistlab", function_name="palette"),
+    Output("app-palette-toggle", "aria-pressed"), Input("app-palette-toggle", "n_clicks"))
 app.clientside_callback(
     ClientsideFunction(namespace="mnistlab", function_name="applyTheme"),
     Output("app-theme-toggle", "children"), Input("app-theme", "data"))

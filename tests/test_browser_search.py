@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import assert_no_dash_errors, served, wait_drawn
+from tests.test_accessibility import axe_script, set_theme, severe_violations, unnamed_figures  # noqa: F401 (a fixture)
 from tests.test_search_review import finals, run_real_search
 from training import contract as C
 
@@ -119,3 +120,18 @@ def test_the_page_follows_a_running_search_and_stops_when_it_ends(page, search):
     finally:
         client.set_terminated(parent, C.STATUS_FINISHED)
     assert_no_dash_errors(page)
+
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_search_review_has_no_serious_or_critical_axe_violation(page, search, axe_script, theme):
+    """The search review is a page of the README's URL table too: tests/test_accessibility.py's check, run here
+    where a real search's store already is."""
+    url, _, parent, _ = search
+    set_theme(page, theme)
+    page.goto(f"{url}/search/{parent}")
+    wait_drawn(page, GRAPHS, timeout=TIMEOUT)
+    page.wait_for_timeout(800)  # Plotly's transitions, as test_accessibility.settle waits
+    assert page.evaluate("document.documentElement.dataset.theme") == theme
+    found = severe_violations(page, axe_script) + unnamed_figures(page)
+    assert not found, "\n".join(found)

@@ -10,6 +10,15 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       document.documentElement.setAttribute("data-ag-theme-mode", mode);
       return mode === "dark" ? "Light" : "Dark";
     },
+    // The colour-blind palette: a cookie the server reads as it draws each figure (views/theme.py), so a click
+    // flips it and reloads the page; on load (no click yet) it only says whether the button is pressed.
+    palette: function (n) {
+      const safe = document.cookie.split("; ").includes("mnistlab-palette=safe");
+      if (!n) return safe ? "true" : "false";
+      document.cookie = "mnistlab-palette=" + (safe ? "; max-age=0" : "safe; max-age=31536000") + "; path=/; SameSite=Lax";
+      window.location.reload();
+      return safe ? "false" : "true";
+    },
     // The compare page's "copy link": the address as the browser shows it, host included.
     currentUrl: function () {
       return [window.location.href, window.location.href];

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from dashboard.read import store
 from dashboard.views import gaps
-from dashboard.views.theme import TEMPLATE, empty_figure, run_colors
+from dashboard.views.theme import empty_figure, run_colors, template
 from training import contract as C
 
 MAX_RUNS = 50  # a 3 x 3 x 5-seed grid fits; the curves stay readable grouped by config
@@ -117,7 +117,7 @@ def curve_figure(comp: Comparison, key: str, smoothing: float = 0.0, colors: dic
             x=d["step"], y=gaps.gaps(ema(d["value"], smoothing)), mode="lines+markers" if len(d) <= 40 else "lines",
             name=name, legendgroup=rid, line=dict(color=color, width=2), marker=dict(size=5),
             hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:{yfmt}}}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=300, showlegend=False,
+    fig.update_layout(template=template(), height=300, showlegend=False,
                       title=title + (f" (EMA smoothing {smoothing:.2f})" if smoothing > 0 else ""))
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=_epoch_tick(data["step"].max()))
     fig.update_yaxes(title=ytitle, tickformat=".0%" if is_acc else None)

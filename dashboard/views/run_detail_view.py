@@ -13,7 +13,8 @@ from dashboard.views.gaps import gaps
 from dashboard.views.logged_architecture import logged_row
 from training import contract as C
 
-TRAIN_COLOR, TEST_COLOR = theme.PALETTE[0], theme.PALETTE[1]
+# Okabe-Ito's blue and orange: the first two colours of both palettes (theme.palette()), so fixed here.
+TRAIN_COLOR, TEST_COLOR = theme.SAFE_PALETTE[0], theme.SAFE_PALETTE[1]
 GOOD, BAD = "#1a9850", "#d73027"  # write-up D: green for right, red for wrong
 # TensorBoard's distribution bands: percentiles 0, 6.68, 15.87, 30.85, 50, ... (normal-sigma points).
 PERCENTILES = (0.0, 6.68, 15.87, 30.85, 50.0, 69.15, 84.13, 93.32, 100.0)
@@ -69,7 +70,7 @@ def missing_parts(params: dict, metrics: dict, layers: list[str], epochs: list[i
 def progress_figure(histories: dict[str, pd.DataFrame], loss: str | None = None) -> go.Figure:
     """Loss and accuracy against epoch, train (solid) vs test (dashed), side by side."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
-    fig.update_layout(template=theme.TEMPLATE, height=330, legend=dict(orientation="h", y=-0.22))
+    fig.update_layout(template=theme.template(), height=330, legend=dict(orientation="h", y=-0.22))
     for col, keys in ((1, (C.TRAIN_LOSS, C.TEST_LOSS)), (2, (C.TRAIN_ACC, C.TEST_ACC))):
         for key in keys:
             df = histories.get(key)
@@ -109,7 +110,7 @@ def gradient_figure(grad_norms: dict[str, pd.DataFrame]) -> go.Figure:
     fig = widgets.figure(320, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(grad_norms.items()):
         fig.add_trace(go.Scatter(x=df["step"], y=gaps(df["value"], log_scale=True), mode="lines+markers", name=layer,
-                                 line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
+                                 line=dict(color=theme.palette()[i % len(theme.palette())]),
                                  hovertemplate=f"{layer} epoch %{{x}}: %{{y:.3g}}<extra></extra>"))
     fig.update_xaxes(title_text="epoch (0 = untrained)", dtick=_epoch_dtick(grad_norms))
     fig.update_yaxes(title_text="mean gradient norm ‖∂L/∂W‖ (log)", type="log")
@@ -122,7 +123,7 @@ def dead_figure(dead: dict[str, pd.DataFrame], activation: str | None, limit: fl
     fig = widgets.figure(300, legend=dict(title_text="layer"))
     for i, (layer, df) in enumerate(dead.items()):
         fig.add_trace(go.Scatter(x=df["step"], y=gaps(df["value"] * 100), mode="lines+markers", name=layer,
-                                 line=dict(color=theme.PALETTE[i % len(theme.PALETTE)]),
+                                 line=dict(color=theme.palette()[i % len(theme.palette())]),
                                  hovertemplate=f"{layer} epoch %{{x}}: %{{y:.1f}} % {word}<extra></extra>"))
     fig.add_hline(y=limit * 100, line=dict(color=BAD, dash="dot", width=1),
                   annotation_text=f"{limit:.0%} warning", annotation_position="top left")
@@ -139,7 +140,7 @@ def activation_figure(snapshot: dict, layers: list[str], epoch: int, reference: 
     shown = [l for l in layers if C.act_hist_key(l) in snapshot and C.act_edges_key(l) in snapshot]
     fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=[
         f"{l} (output)" if i == len(shown) - 1 else l for i, l in enumerate(shown)], horizontal_spacing=0.06)
-    fig.update_layout(template=theme.TEMPLATE, height=330, bargap=0,
+    fig.update_layout(template=theme.template(), height=330, bargap=0,
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.12, yanchor="bottom"))
     for i, layer in enumerate(shown, start=1):
         counts = np.asarray(snapshot[C.act_hist_key(layer)], dtype=float)
@@ -190,7 +191,7 @@ def weight_distribution_figure(percentiles: dict[str, pd.DataFrame]) -> go.Figur
     """TensorBoard's distributions view: per layer, nested percentile bands of the weights over epochs."""
     layers = [l for l, df in percentiles.items() if not df.empty]
     fig = make_subplots(rows=1, cols=max(1, len(layers)), subplot_titles=layers, horizontal_spacing=0.07)
-    fig.update_layout(template=theme.TEMPLATE, height=320, showlegend=False)
+    fig.update_layout(template=theme.template(), height=320, showlegend=False)
     cols = [f"p{p:g}" for p in PERCENTILES]
     bands = [(cols[i], cols[-1 - i]) for i in range(len(cols) // 2)]  # outermost first
     for i, layer in enumerate(layers, start=1):
@@ -336,7 +337,8 @@ def architecture_figure(rows: list[dict]) -> go.Figure:
     max_log = max(np.log10(max(r["units"], 1)) for r in rows)
     for i, r in enumerate(rows):
         h = 0.25 + 0.75 * np.log10(max(r["units"], 1)) / max(max_log, 1e-9)
-        color = theme.PALETTE[0] if i == 0 else theme.PALETTE[2] if i == len(rows) - 1 else theme.PALETTE[5]
+        colours = theme.palette()
+        color = colours[0] if i == 0 else colours[2] if i == len(rows) - 1 else colours[5]
         fig.add_shape(type="rect", x0=i - 0.3, x1=i + 0.3, y0=-h, y1=h, fillcolor=_rgba(color, 0.35),
                       line=dict(color=color, width=1.5))
         fig.add_annotation(x=i, y=0, text=f"<b>{r['name']}</b><br>{r['shape']}", showarrow=False, font=dict(size=12))

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.read import store
-from dashboard.views.theme import SEQUENTIAL, TEMPLATE, empty_figure
+from dashboard.views.theme import SEQUENTIAL, empty_figure, template
 from training import contract as C
 from training.config import RunConfig
 
@@ -173,7 +173,7 @@ def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final
         line=dict(color=values, colorscale=SEQUENTIAL, showscale=True,
                   colorbar=dict(title=dict(text=label), tickformat=".0%")),
         dimensions=dims, labelangle=0, labelside="top"))
-    fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=70, r=40, t=90, b=28),
+    fig.update_layout(template=template(), height=360, margin=dict(l=70, r=40, t=90, b=28),
                       title=dict(text=f"Params → {label} ({len(runs)} runs); drag along an axis to filter", y=0.97))
     return fig
 
@@ -205,7 +205,7 @@ def heatmap_figure(frame: pd.DataFrame, x: str | None, y: str | None, metric: st
         colorbar=dict(title=dict(text=label), tickformat=".0%" if is_acc else ".3f"),
         hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{label}=%{{z:{'.2%' if is_acc else '.4f'}}} (mean)"
                       "<br>click to open its runs<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=340,
+    fig.update_layout(template=template(), height=340,
                       title=f"{label}: {y} × {x} (mean ± sd over the runs in a cell, n; click a cell to open them)")
     fig.update_xaxes(title=x, type="category")
     fig.update_yaxes(title=y, type="category")

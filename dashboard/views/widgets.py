@@ -18,7 +18,7 @@ def figure(height: int = 320, title: str | None = None, x_title: str | None = No
     """An empty figure in the shared template, with optional title and axis titles."""
     if title is not None:
         layout["title"] = title
-    fig = go.Figure(layout=dict(template=theme.TEMPLATE, height=height, **layout))
+    fig = go.Figure(layout=dict(template=theme.template(), height=height, **layout))
     if x_title is not None:
         fig.update_xaxes(title=x_title)
     if y_title is not None:

@@ -9,11 +9,12 @@ import plotly.graph_objects as go
 
 from dashboard.views import widgets
 from dashboard.views.neurons.neuron_images import NEGATIVE, NEUTRAL, POSITIVE
-from dashboard.views.theme import DIVERGING, PALETTE
+from dashboard.views.theme import DIVERGING, SAFE_PALETTE
 
 SORTS = {"drop": "total drop (largest first)", "index": "unit index"}
 SHOWN_POINTS = 0.05  # a drop that rounds to 0.0 points at one decimal is "nothing" in a sentence
-CURVE_COLORS = {"selectivity": PALETTE[0], "drop": PALETTE[3], "random": NEUTRAL}
+# Colours both palettes share (theme.palette()), so fixed here.
+CURVE_COLORS = {"selectivity": SAFE_PALETTE[0], "drop": SAFE_PALETTE[3], "random": NEUTRAL}
 
 
 def ablation_href(run_id: str, layer: int, epoch: int | None = None, mode: str = "zero") -> str:

@@ -10,9 +10,10 @@ from dash import dcc, html
 from dashboard.views import widgets
 from dashboard.views.neurons.image_view import image_href, picture
 from dashboard.views.neurons.neuron_images import ink, png_uri
-from dashboard.views.theme import PALETTE
+from dashboard.views.theme import SAFE_PALETTE
 
-DIGIT_COLORS = PALETTE[:8] + ["#000000", "#999999"]  # ten distinct colours, colour-blind safe first
+# Ten digits, ten colours: the colour-blind-safe ten for everyone (black, as before, vanished on the dark theme).
+DIGIT_COLORS = SAFE_PALETTE
 HOVER_PX = 140
 
 

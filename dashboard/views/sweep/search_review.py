@@ -18,7 +18,7 @@ from dashboard.analytics import param_importance as P
 from dashboard.analytics import search_study as S
 from dashboard.views import widgets
 from dashboard.views.sweep import sweep_importance as I
-from dashboard.views.theme import PALETTE, TEMPLATE, empty_figure
+from dashboard.views.theme import empty_figure, palette, template
 
 TRIAL_TRACE = re.compile(r"^Trial(\d+)$")  # how plot_intermediate_values names each trial's line
 MAX_TABLE_ROWS = 300
@@ -30,7 +30,7 @@ def _run_ids(search) -> dict[int, str]:
 
 
 def _themed(fig: go.Figure, height: int = 360) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height)
+    fig.update_layout(template=template(), height=height)
     return fig
 
 
@@ -65,7 +65,7 @@ def intermediate_figure(search) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=last, y=[t.intermediate_values[e] for t, e in zip(pruned, last)], mode="markers", name=PRUNED_TRACE,
             customdata=[t.user_attrs.get("run_id", "") for t in pruned], showlegend=True,
-            marker=dict(symbol="x", size=10, color=PALETTE[3]),
+            marker=dict(symbol="x", size=10, color=palette()[3]),
             text=[f"Trial{t.number} pruned after epoch {e}" for t, e in zip(pruned, last)],
             hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
     fig.update_layout(yaxis_title=search.metric, xaxis_title="epoch")

@@ -12,7 +12,7 @@ from dashboard.analytics import replicates as R
 from dashboard.read import cache, store
 from dashboard.views import gaps
 from dashboard.views.compare_view import CURVES, Comparison
-from dashboard.views.theme import PALETTE, TEMPLATE, empty_figure
+from dashboard.views.theme import empty_figure, palette, template
 
 BAND_LABELS = {"sd": "± 1 sd", "ci": "95 % CI of the mean"}
 
@@ -22,7 +22,8 @@ def groups_of(comp: Comparison) -> list[R.Group]:
 
 
 def group_colors(groups: list[R.Group]) -> dict[str, str]:
-    return {g.label: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+    colours = palette()
+    return {g.label: colours[i % len(colours)] for i, g in enumerate(groups)}
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -70,7 +71,7 @@ def grouped_curve_figure(comp: Comparison, groups: list[R.Group], key: str, band
                           f"(sd), n=%{{customdata[1]}}<extra></extra>"))
     if not fig.data:
         return empty_figure(f"{title}: none of these runs logged '{key}'.")
-    fig.update_layout(template=TEMPLATE, height=300, showlegend=False,
+    fig.update_layout(template=template(), height=300, showlegend=False,
                       title=f"{title}: mean per config, band {BAND_LABELS[band]}")
     last = comp.history["step"].max() if len(comp.history) else 0
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=1 if last <= 12 else None)

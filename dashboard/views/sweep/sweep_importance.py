@@ -7,7 +7,7 @@ from dash import html
 from dashboard.analytics import param_importance as P
 from dashboard.views import runs_view as V
 from dashboard.views import widgets
-from dashboard.views.theme import PALETTE, TEMPLATE
+from dashboard.views.theme import palette, template
 from training import contract as C
 
 
@@ -21,9 +21,9 @@ def compute(frame, metric: str) -> P.Importance | str:
 
 def figure(result: P.Importance, label: str) -> go.Figure:
     t = result.table.iloc[::-1]
-    fig = go.Figure(go.Bar(x=t["importance"], y=t["param"], orientation="h", marker_color=PALETTE[0],
+    fig = go.Figure(go.Bar(x=t["importance"], y=t["param"], orientation="h", marker_color=palette()[0],
                            hovertemplate="%{y}: importance %{x:.3f}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=max(160, 40 * len(t) + 80),
+    fig.update_layout(template=template(), height=max(160, 40 * len(t) + 80),
                       title=f"Importance for {label} (random forest, {result.n_runs} runs)")
     fig.update_xaxes(title="importance (sums to 1)", rangemode="tozero")
     return fig

@@ -17,7 +17,7 @@ from dashboard.analytics import significance as S
 from dashboard.read import store
 from dashboard.views.compare_view import Comparison, run_label
 from dashboard.views.neurons.neuron_images import ink, png_uri
-from dashboard.views.theme import DIVERGING, TEMPLATE
+from dashboard.views.theme import DIVERGING, template
 from training import contract as C
 
 
@@ -121,7 +121,7 @@ def confusion_delta_figure(review: Review) -> go.Figure:
         z=delta, x=digits, y=digits, text=delta, texttemplate="%{text}", colorscale=DIVERGING, zmid=0,
         zmin=-vmax, zmax=vmax, colorbar=dict(title=dict(text="B − A")),
         hovertemplate="true %{y}, predicted %{x}<br>B − A: %{z} images<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=380, title=f"Confusion matrix B − A at epoch {review.epoch} "
+    fig.update_layout(template=template(), height=380, title=f"Confusion matrix B − A at epoch {review.epoch} "
                                                           "(diagonal: more right in B is blue)")
     fig.update_xaxes(title="predicted digit", type="category")
     fig.update_yaxes(title="true digit", type="category", autorange="reversed")
