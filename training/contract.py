@@ -123,6 +123,31 @@ ACTIVATIONS_DIR = "unit_activations"
 UNIT_ACTS_PREFIX = "unit_acts"
 
 
+# A run from the user's own loop also logs, as it ends, its model as data, so that the views which rerun the
+# network need neither the user's code nor unpickling (training.own_loop.model_graph writes, training.nets.graph_model
+# reads): torch.fx's graph as JSON (allowlisted module types with their settings, allowlisted functions and tensor
+# methods) and an .npz (MODEL_WEIGHTS_FILE) with the input's scale and shift (the run's preprocess) and, per snapshot
+# epoch, any state outside the weight layers (LayerNorm, BatchNorm); the weight layers' own come from the snapshots.
+# The graph is logged last, with the weights' sha256: no graph, no model.
+OWN_MODEL_DIR = "own_model"
+OWN_MODEL_GRAPH_FILE = "graph.json"
+OWN_INPUT_SCALE = "input/scale"
+OWN_INPUT_SHIFT = "input/shift"
+OWN_STATE_PREFIX = "state"
+# Why a run from the user's own loop has no model graph (its model cannot be traced, or uses a module outside the
+# allowlist), in one line; the dashboard shows it where a view would rerun the network.
+TAG_OWN_MODEL_MISSING = "mnistlab.own_model.missing"
+
+
+def own_model_path(file: str) -> str:
+    return f"{OWN_MODEL_DIR}/{file}"
+
+
+def own_state_key(epoch: int, name: str) -> str:
+    """A state tensor's key in the own model's .npz at one snapshot epoch, e.g. state/0003/ln.weight."""
+    return f"{OWN_STATE_PREFIX}/{epoch:04d}/{name}"
+
+
 def activations_path(epoch: int) -> str:
     return f"{ACTIVATIONS_DIR}/epoch_{epoch:04d}.npz"
 
@@ -288,14 +313,14 @@ PARAMS = CONFIG_PARAMS + (PARAM_ARCH_LABEL, PARAM_N_PARAMS, PARAM_DATASET, PARAM
 TAGS = (TAG_STEP_PATH, TAG_FAILURE_REASON, TAG_CONFIG_HASH, TAG_GRID_NAME, TAG_GRID_PARENT, TAG_PARENT_RUN_ID, TAG_RUN_NAME,
         TAG_EXPERIMENT_KIND, TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_SOURCE_RUN, TAG_SEARCH_PARENT,
         TAG_SEARCH_BEST_RUN, TAG_SEARCH_TRIAL, TAG_SEARCH_STATE, TAG_SEARCH_PRUNED_AT, TAG_REVIEW_DECISION,
-        TAG_REVIEW_REASONS, TAG_REVIEW_AUTHORS, TAG_REVIEW_UPDATED)
+        TAG_REVIEW_REASONS, TAG_REVIEW_AUTHORS, TAG_REVIEW_UPDATED, TAG_OWN_MODEL_MISSING)
 ARTIFACTS = (SNAPSHOT_DIR, MODEL_NAME, GRID_FILE_ARTIFACT, ACTIVATIONS_DIR, CONF_EDGES, CONF_HIST_CORRECT, CONF_HIST_INCORRECT,
              PRED_CLASS, PRED_CONFIDENCE, MODEL_WEIGHTS_FILE, MODEL_CONFIG_FILE, MODEL_REQUIREMENTS_FILE,
-             MODEL_PYTHON_ENV_FILE)
+             MODEL_PYTHON_ENV_FILE, OWN_MODEL_DIR, OWN_MODEL_GRAPH_FILE, OWN_INPUT_SCALE, OWN_INPUT_SHIFT)
 STATUSES = (STATUS_RUNNING,) + TERMINAL_STATUSES
 EXPERIMENTS = (REVIEWS_EXPERIMENT,)  # experiments the code itself names (a grid names its own)
 # Names built from a prefix: an f-string that starts with one of these bypasses the builders above.
 PREFIXES = (GRAD_NORM_PREFIX + "/", DEAD_FRACTION_PREFIX + "/", PARAM_SHA256_PREFIX, WEIGHT_PREFIX + "/",
             BIAS_PREFIX + "/", ACT_HIST_PREFIX + "/", ACT_EDGES_PREFIX + "/", NEURON_TAG_PREFIX + ".", UNIT_ACTS_PREFIX + "/",
             UNIT_SUMMARY_PREFIX + ".", REVIEW_TAG_PREFIX, REVIEW_VIEW_PREFIX, REVIEW_RUN_PREFIX, REVIEW_VERSION_PREFIX,
-            REVIEW_COMMENT_PREFIX)
+            REVIEW_COMMENT_PREFIX, OWN_STATE_PREFIX + "/")

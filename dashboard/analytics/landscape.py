@@ -143,15 +143,48 @@ def loss_landscape(config: RunConfig, snapshots: list[dict[str, np.ndarray]], ep
     if len(snapshots) < 2:
         raise ValueError("the loss landscape needs at least two weight snapshots")
     thetas = np.stack([flatten(s, config) for s in snapshots])
+    return plane_landscape(thetas, lambda points: losses_at(config, points, x, y), epochs, len(x), config.loss,
+                           resolution, margin, progress)
+
+
+def plane_landscape(thetas: np.ndarray, losses, epochs: list[int], n_images: int, loss_name: str,
+                    resolution: int = DEFAULT_RESOLUTION, margin: float = DEFAULT_MARGIN, progress=None) -> Landscape:
+    """The surface for a trajectory `thetas` (n, P), with `losses(points (K, P)) -> (K,)` evaluating the network."""
     directions, path, explained = pca_directions(thetas)
     alphas, betas = grid_axes(path, resolution, margin)
     final = thetas[-1]
     loss = np.empty((len(betas), len(alphas)))
     for j, b in enumerate(betas):
         row = final + alphas[:, None] * directions[0] + b * directions[1]
-        loss[j] = losses_at(config, row, x, y)
+        loss[j] = losses(row)
         if progress is not None:
             progress(j + 1, len(betas))
     path_points = final + path @ directions
-    path_loss = losses_at(config, path_points, x, y)
-    return Landscape(alphas, betas, loss, path, path_loss, list(epochs), explained, len(x), config.loss)
+    path_loss = losses(path_points)
+    return Landscape(alphas, betas, loss, path, path_loss, list(epochs), explained, n_images, loss_name)
+
+
+def flatten_layers(snapshot: dict[str, np.ndarray], names) -> np.ndarray:
+    """As flatten, for any weight layers by name (a run from its own loop)."""
+    return np.concatenate([np.asarray(snapshot[k(n)], dtype=np.float64).ravel()
+                           for n in names for k in (C.weight_key, C.bias_key)])
+
+
+@torch.no_grad()
+def module_losses(module: torch.nn.Module, shapes: dict[str, tuple[int, ...]], points: np.ndarray,
+                  x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Mean cross-entropy on (x, y) of `module` with its weight layers' parameters set to each of `points` (K, P),
+    cut into `shapes` (parameter name -> shape, flatten_layers' order; a name the module lacks, such as the
+    bias of a layer without one, is skipped), one forward pass per point (torch.func.functional_call)."""
+    own = dict(module.named_parameters())
+    out = []
+    for point in torch.as_tensor(points, dtype=torch.float32):
+        params, i = {}, 0
+        for name, shape in shapes.items():
+            n = math.prod(shape)
+            if name in own:
+                params[name] = point[i:i + n].reshape(shape)
+            i += n
+        logits = torch.func.functional_call(module, params, (x,))
+        out.append(float(torch.nn.functional.cross_entropy(logits, y)))  # log-probabilities: log_softmax is idempotent
+    return np.asarray(out)

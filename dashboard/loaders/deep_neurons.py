@@ -80,7 +80,7 @@ def one_image_data(t: Target, index: int) -> OneImage:
     images, labels = S.test_images()
     acts, probs = one_image(config, module, S.test_inputs()[index].numpy())
     return OneImage(index=index, image=images[index], label=int(labels[index]), probs=probs, acts=acts,
-                    output="softmax" if config.loss == "cross_entropy" else "sigmoid")
+                    output="softmax" if config is None or config.loss == "cross_entropy" else "sigmoid")
 
 
 @memoize_by(64, lambda t, index: (t.run_id, t.epoch, index))

@@ -9,6 +9,7 @@ spatial max of its feature map, as in training.nets.activations.
 import numpy as np
 import torch
 
+from dashboard.loaders import own_model
 from dashboard.loaders.neuron_target import Target, memoize_by
 from dashboard.read import store
 from dashboard.read.store import StoreError
@@ -18,10 +19,17 @@ from training.nets.architecture import layers_of
 from training.nets.models import ACTIVATION_FNS, output_probs, to_module
 
 
+def module_at(t: Target) -> tuple[RunConfig | None, torch.nn.Module]:
+    """The run's config and its network at t's snapshot epoch (eval mode, parameters frozen).  A run from its own
+    loop has no config (None) and its network is its logged graph (dashboard.loaders.own_model); StoreError, one
+    line, for a run that logged neither."""
+    if t.config is None:
+        return None, own_model.module_at(t)
+    return _builtin_at(t)
+
+
 @memoize_by(16, lambda t: (t.run_id, t.epoch))
-def module_at(t: Target) -> tuple[RunConfig, torch.nn.Module]:
-    """The run's config and its network at t's snapshot epoch (eval mode, parameters frozen); StoreError for a
-    run whose config is not ours (a run from its own loop: its code is not in the store)."""
+def _builtin_at(t: Target) -> tuple[RunConfig, torch.nn.Module]:
     if (config := t.config) is None:
         raise StoreError(t.no_config)
     names = [layer.name for layer in layers_of(config)]
@@ -54,12 +62,15 @@ def hidden_pre(config: RunConfig, module: torch.nn.Module, x: torch.Tensor) -> t
     return pres, layers[-1](h)
 
 
-def unit_objective(config: RunConfig, module: torch.nn.Module, layer: int, unit: int):
+def unit_objective(config: RunConfig | None, module: torch.nn.Module, layer: int, unit: int):
     """(B, 784) -> (B,): a unit's pre-activation (a conv channel's: its feature map's mean), differentiable.
 
     The pre-activation, not the activation, so a saturated sigmoid still has a gradient; it orders
-    images as the activation does.  Only the layers up to `layer` are run.
+    images as the activation does.  Only the layers up to `layer` are run (a run from its own loop: the whole
+    graph, keeping its `layer`-th weight layer's output, as training.own_loop numbers them).
     """
+    if config is None:
+        return own_model.unit_objective(module, list(module.spec.units)[layer - 1], unit)
     def objective(x: torch.Tensor) -> torch.Tensor:
         pre = _pre_upto(config, module, x, layer)
         return pre[:, unit].mean(dim=(-2, -1)) if pre.dim() == 4 else pre[:, unit]
@@ -79,8 +90,10 @@ def _pre_upto(config: RunConfig, module: torch.nn.Module, x: torch.Tensor, layer
     return pre
 
 
-def one_image(config: RunConfig, module: torch.nn.Module, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+def one_image(config: RunConfig | None, module: torch.nn.Module, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Each hidden layer's activations (conv: spatial max per channel) and the class outputs for one image."""
+    if config is None:
+        return own_model.one_image(module, tuple(module.spec.units)[:-1], x)
     act = ACTIVATION_FNS[config.activation]
     with torch.no_grad():
         pres, logits = hidden_pre(config, module, torch.as_tensor(np.asarray(x, np.float32).reshape(1, 784)))

@@ -53,9 +53,15 @@ def run_config(run) -> RunConfig:
                          f"({e})") from None
 
 
-def _own_loop_reason(run_id: str) -> str:
+def _own_loop_reason(run_id: str, why: str | None = None) -> str:
+    """Why a run from its own loop may have no network to rerun: its run's one-line reason when it logged one
+    (training.own_loop.model_graph), else the model graph is missing (an older run, or one stopped before its end)."""
+    if why:
+        return (f"run {run_id[:8]} was logged from its own training loop and its model could not be logged as data "
+                f"({why[:300]}), so what reruns the network cannot be shown")
     return (f"run {run_id[:8]} was logged from its own training loop: its units' activations are in the store "
-            f"but not its model's code, so what reruns the network cannot be shown")
+            f"but not its model graph ({C.own_model_path(C.OWN_MODEL_GRAPH_FILE)}, logged as such a run ends), "
+            f"so what reruns the network cannot be shown")
 
 
 def hidden_layers(run) -> list[str]:
@@ -71,9 +77,10 @@ class Target:
     run_name: str
     experiment_id: str
     finished: bool  # in a terminal status: its metrics and snapshot list no longer change
-    own_loop: bool  # logged from the user's own loop: its units' activations are logged, its model code is not
+    own_loop: bool  # logged from the user's own loop: its units' activations are logged, its model as data maybe
     config: RunConfig | None  # the config it trained with; None for a run from its own loop ...
-    no_config: str  # ... and the one-line reason why ('' when there is one)
+    no_config: str  # ... and the one-line reason why ('' when there is one; for a run from its own loop, why a view
+    #                 that reruns the network may find no model graph: dashboard.loaders.own_model)
     specs: tuple[Layer, ...]  # its weight layers, input to output; every one but the last is hidden
     epochs: tuple[int, ...]  # its snapshot epochs, ascending
     arch_label: str | None
@@ -175,7 +182,7 @@ def _network(run) -> tuple[tuple[Layer, ...], RunConfig | None, str]:
     except ValueError as e:
         raise StoreError(f"run {run.info.run_id[:8]}: {e}") from None
     if logged is not None:
-        return tuple(logged), None, _own_loop_reason(run.info.run_id)
+        return tuple(logged), None, _own_loop_reason(run.info.run_id, run.data.tags.get(C.TAG_OWN_MODEL_MISSING))
     config = run_config(run)
     return tuple(layers_of(config)), config, ""
 

@@ -14,6 +14,8 @@ import torch
 
 from common import mnist_idx
 from dashboard.analytics import health, landscape
+from dashboard.loaders import own_model
+from dashboard.loaders.neuron_target import resolve
 from dashboard.read import cache, store
 from training import contract as C
 from training.config import RunConfig
@@ -138,8 +140,8 @@ def run_landscape(run_id: str) -> landscape.Landscape:
     if (hit := _landscapes.get((run_id, epochs))) is not None:
         return hit
     if C.PARAM_LAYER_STRUCTURE in run.data.params:
-        raise store.StoreError("it reruns the network, and this run was logged from its own training loop: the "
-                               "store holds its weights and units, not its model's code")
+        result = _own_landscape(run_id, epochs)
+        return _landscapes.put((run_id, epochs), result) if store.is_finished(run) else result
     config = RunConfig.from_params(run.data.params, where="this run's params")
     if len(epochs) < 2:
         raise store.StoreError("the loss landscape needs at least two weight snapshots")
@@ -149,6 +151,22 @@ def run_landscape(run_id: str) -> landscape.Landscape:
                                       resolution=LANDSCAPE_RESOLUTION[config.arch])
     # A running run's next snapshot changes the key anyway; only a finished run's is worth keeping.
     return _landscapes.put((run_id, epochs), result) if store.is_finished(run) else result
+
+
+def _own_landscape(run_id: str, epochs: tuple[int, ...]) -> landscape.Landscape:
+    """A run from its own loop: the plane of its weight layers' trajectory, the loss through its logged graph
+    (dashboard.loaders.own_model), with the state outside the weight layers (norms) as at the last snapshot."""
+    if len(epochs) < 2:
+        raise store.StoreError("the loss landscape needs at least two weight snapshots")
+    t = resolve(run_id)
+    net = own_model.module_at(t)
+    arch = "cnn" if any(s.kind == "conv" for s in t.specs) else "mlp"
+    x, y = train_prefix(LANDSCAPE_IMAGES[arch])
+    shapes = {f"body.{s.name}.{part}": shape for s in t.specs
+              for part, shape in (("weight", s.weight_shape), ("bias", (s.units,)))}
+    thetas = np.stack([landscape.flatten_layers(store.complete_weights(run_id, e, t.names), t.names) for e in epochs])
+    return landscape.plane_landscape(thetas, lambda points: landscape.module_losses(net, shapes, points, x, y),
+                                     list(epochs), len(x), "cross_entropy", LANDSCAPE_RESOLUTION[arch])
 
 
 @cache.memoize(maxsize=4)

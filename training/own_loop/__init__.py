@@ -35,6 +35,7 @@ from training.errors import UserError
 from training.nets.architecture import structure_param
 from training.own_loop.epoch import default_loss, epoch_records
 from training.own_loop.layer_capture import Capture, ModelError, check_model, find_layers
+from training.own_loop.model_graph import ModelGraph
 from training.tracking.lifecycle import Interrupted, OpenRuns, RunLifecycle
 from training.tracking.run_description import History, outcome
 from training.tracking.store_connection import retry
@@ -162,12 +163,18 @@ class LoggedRun(_Opened):
                 raise ModelError(f"layer {layer.name[:60]!r} cannot name an MLflow metric: module names may hold "
                                  f"letters, digits, _ - . / : and spaces; rename it")
         self.x, self.y = _test_set(self.preprocess, device)
+        self.graph = ModelGraph(self.model, self.layers, self.preprocess, device)
         digest = hashlib.sha256(json.dumps(self.user_params, sort_keys=True).encode()).hexdigest()[:16]
         # Your loop's steps are PyTorch's: the last of the step paths.
         self._create(self.experiment, self.run_name,
                      {C.TAG_CONFIG_HASH: digest, C.TAG_STEP_PATH: C.STEP_PATHS[-1], **nesting})
         try:
             self._log_params()
+            if self.graph.missing:  # said once, on the run and (unless find_layers said it) here
+                retry(self.client.set_tag, self.run_id, C.TAG_OWN_MODEL_MISSING, self.graph.missing)
+                if self.capture.found.graph is not None:
+                    print(f"note: {self.graph.missing}; the dashboard shows this run's logged units, not the views "
+                          f"that rerun its model", file=sys.stderr)
         except BaseException as e:
             self.__exit__(type(e), e, e.__traceback__)
             raise
@@ -218,6 +225,7 @@ class LoggedRun(_Opened):
         self._norm_sums, self._counts = {}, {}
         self._write(epoch, metrics, rec if with_snapshot else None)
         if with_snapshot:
+            self.graph.record(epoch)
             self._last_units = (epoch, rec.units)  # the run's layer summaries, as it ends
         self.history.append((epoch, metrics))
         self.logging_seconds[epoch] = time.perf_counter() - start
@@ -269,12 +277,27 @@ class LoggedRun(_Opened):
             print(f"warning: run {self.run_id[:8]}: layer summaries not logged ({str(e).splitlines()[0][:160]}); "
                   f"`python -m training.backfill_summaries` adds them later", file=sys.stderr)
 
+    def _log_model_graph(self) -> None:
+        """The model as data (training.own_loop.model_graph), its weights first and its graph last: a run stopped
+        in between has no graph, so no model.  A failure is reported and leaves the activation-only views."""
+        if self.graph.missing:
+            return
+        try:
+            folder = Path(self._tmp.name) / C.OWN_MODEL_DIR
+            folder.mkdir(exist_ok=True)
+            for path in self.graph.write(folder):
+                retry(self.client.log_artifact, self.run_id, str(path), C.OWN_MODEL_DIR)
+        except Exception as e:  # noqa: BLE001 (the run's own result matters more than its model graph)
+            print(f"warning: run {self.run_id[:8]}: model graph not logged ({str(e).splitlines()[0][:160]})",
+                  file=sys.stderr)
+
     def __exit__(self, kind, error, tb):
         for h in self._hooks:
             h.remove()
         self._hooks = []
         if kind is None and self._last_units is not None and self.run_id in getattr(self, "runs", ()):
             self._log_summaries()
+            self._log_model_graph()
         try:
             return super().__exit__(kind, error, tb)
         finally:
