@@ -44,6 +44,7 @@ def pages(ids: dict, experiment: str) -> dict:
         "digits": (f"/runs/{s}/neurons/digits?digit=0", "#digits-up-graph .main-svg"),
         "layer-map": (f"/runs/{s}/neurons/map?layer=1", "#map-graph .main-svg"),
         "image": (f"/runs/{s}/images/8", "#image-probs .main-svg"),
+        "reviews": ("/reviews", "#reviews-new"),  # one review's page: tests/test_browser_reviews.py (it writes one)
     }
 
 

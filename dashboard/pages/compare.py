@@ -15,6 +15,7 @@ from dashboard.analytics import replicates as R
 from dashboard.read import mlflow_links, store
 from dashboard.views import compare_view as V
 from dashboard.views import widgets
+from dashboard.views.reviews import add_control
 from dashboard.views.sweep import sweep_groups as G
 from dashboard.views.sweep.sweep_sections import review_section
 from dashboard.views.theme import run_colors
@@ -58,6 +59,7 @@ def layout(runs=None, smooth=None, params=None, group=None, band=None, epoch=Non
     grouped = R.has_replicates(groups) and group != "off"
     return html.Div([
         header,
+        add_control.control("compare"),
         *[widgets.message(n, "warn") for n in notes],
         html.Div(_group_legend(groups, comp.runs) if grouped else _legend(comp.runs, colors), className="card legend"),
         html.Div(html.A("Open these runs in MLflow ↗", href=ui, target="_blank", rel="noopener", id="compare-mlflow-link"),

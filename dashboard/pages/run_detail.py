@@ -18,6 +18,7 @@ from dashboard.views import gaps
 from dashboard.views import run_detail_view as V
 from dashboard.views import widgets
 from dashboard.views.neurons.circuit_view import digits_href
+from dashboard.views.reviews import add_control
 from dashboard.views.neurons.image_view import image_links
 from training import contract as C
 from training.errors import UserError
@@ -119,6 +120,7 @@ def layout(run_id=None, epoch=None, **_query):
         dcc.Store(id="run-id", data=run_id),
         dcc.Location(id="run-url", refresh=False),
         *_header(run, run_id),
+        add_control.control("run"),
         widgets.message(["This run lacks parts of the tracking contract, so some views are empty:",
                          html.Ul([html.Li(m) for m in missing], style={"margin": "4px 0 0"})], "warn")
         if missing else None,

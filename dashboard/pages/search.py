@@ -10,6 +10,7 @@ from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
 from dashboard.read import store
 from dashboard.views import widgets
+from dashboard.views.reviews import add_control
 from dashboard.views.sweep import sweep_select
 
 dash.register_page(__name__, path_template="/search/<run_id>",
@@ -71,6 +72,7 @@ def layout(run_id=None, **_query):
         return widgets.error_page("Search not found", f"{e}.")
     return html.Div([
         dcc.Store(id="search-id", data=run_id),
+        add_control.control("search"),
         html.Div(body(search), id="search-body"),
         dcc.Interval(id="search-live", interval=LIVE_MS, disabled=not search.running),
     ])

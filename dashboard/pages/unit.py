@@ -21,6 +21,7 @@ from dashboard.loaders.unit_circuits import why_no_circuits
 from dashboard.read import store
 from dashboard.read.store import StoreError
 from dashboard.views import widgets
+from dashboard.views.reviews import add_control
 from dashboard.views.neurons.circuit_view import unit_links
 from training import contract as C
 
@@ -134,6 +135,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         html.H2([f"Unit {u} · layer {t.layer} ({t.layer_name}) · {t.run_name} ",
                  html.Span(label.get("name", ""), id="unit-name-shown", className="muted")]),
         _links(t, u),
+        add_control.control("unit"),
         unit_links(t.run_id, t.layer, u, t.epoch) if why_no_circuits(t) is None else None,
         html.Div([
             html.Button("▶ Play", id="unit-play", n_clicks=0,

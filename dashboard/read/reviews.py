@@ -274,7 +274,7 @@ def save(review_id: str, loaded_version: int, *, title: str, narrative: str, dec
 
 
 def _stale(current: Review, loaded_version) -> StaleReview:
-    who = f" by {current.last_saved_by}" if current.last_saved_by else ""
+    who = f" by {current.last_saved_by}" if current.last_saved_by not in ("", ANONYMOUS) else ""
     when = time.strftime("%H:%M:%S", time.localtime(current.updated_ms / 1000)) if current.updated_ms else "?"
     return StaleReview(f"Not saved: this review was saved{who} at {when} (version {current.version}) after you "
                        f"opened version {loaded_version}. Your text is still in the editor: copy it, reload, "
