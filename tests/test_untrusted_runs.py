@@ -276,7 +276,8 @@ def layouts(rid: str, other: str, exp: str) -> dict:
             "/runs/<run_id>/neurons/circuit": {"run_id": rid, "layer": "1", "unit": "0"},
             "/runs/<run_id>/neurons/digits": {"run_id": rid, "digit": "0"},
             "/runs/<run_id>/neurons/ablation": {"run_id": rid, "layer": "1"},
-            "/search/<run_id>": {"run_id": rid}}  # a mutated run is no search: the page must say so
+            "/search/<run_id>": {"run_id": rid},  # a mutated run is no search: the page must say so
+            "/reviews": {}, "/reviews/<review_id>": {"review_id": rid}}  # ... nor a review
     from dashboard import app
     out = {}
     for p in dash.page_registry.values():

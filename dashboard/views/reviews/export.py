@@ -27,7 +27,7 @@ from dashboard.views.reviews import narrative
 STYLE = Path(__file__).resolve().parents[2] / "assets" / "style.css"
 HTML_TAGS = {"div", "span", "p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tfoot", "tr", "th",
              "td", "ul", "ol", "li", "b", "i", "em", "strong", "code", "pre", "small", "br", "hr", "section",
-             "details", "summary", "label", "figure", "figcaption", "blockquote", "sup", "sub", "abbr", "main",
+             "details", "summary", "figure", "figcaption", "blockquote", "sup", "sub", "abbr", "main",
              "header", "nav", "article", "aside", "caption", "dl", "dt", "dd", "s", "u", "mark", "time"}
 AS_SPAN = {"a", "link"}  # links: their text, since nothing they point to is in the file
 PASS_THROUGH = {"Loading", "Tabs", "Tab"}  # dcc containers: their children are what shows
