@@ -172,19 +172,28 @@ def flatten_layers(snapshot: dict[str, np.ndarray], names) -> np.ndarray:
 
 @torch.no_grad()
 def module_losses(module: torch.nn.Module, shapes: dict[str, tuple[int, ...]], points: np.ndarray,
-                  x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+                  x: torch.Tensor, y: torch.Tensor, activations_per_image: int) -> np.ndarray:
     """Mean cross-entropy on (x, y) of `module` with its weight layers' parameters set to each of `points` (K, P),
     cut into `shapes` (parameter name -> shape, flatten_layers' order; a name the module lacks, such as the
-    bias of a layer without one, is skipped), one forward pass per point (torch.func.functional_call)."""
+    bias of a layer without one, is skipped).  Many points per pass (torch.func.vmap over functional_call),
+    as many as MAX_STACK_ACTIVATIONS allows.  Cross-entropy reads the outputs as logits, as the run's own test
+    loss does (log-probabilities give the same value: log_softmax is idempotent)."""
     own = dict(module.named_parameters())
-    out = []
-    for point in torch.as_tensor(points, dtype=torch.float32):
+
+    def loss(point: torch.Tensor) -> torch.Tensor:
         params, i = {}, 0
         for name, shape in shapes.items():
             n = math.prod(shape)
             if name in own:
                 params[name] = point[i:i + n].reshape(shape)
             i += n
-        logits = torch.func.functional_call(module, params, (x,))
-        out.append(float(torch.nn.functional.cross_entropy(logits, y)))  # log-probabilities: log_softmax is idempotent
-    return np.asarray(out)
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(module, params, (x,)), y)
+
+    points = torch.as_tensor(points, dtype=torch.float32)
+    # The layers' outputs, times 3 for what lies between them (activations, pooling, sums).
+    chunk = max(1, MAX_STACK_ACTIVATIONS // (len(x) * max(activations_per_image, 1) * 3))
+    try:
+        parts = [torch.func.vmap(loss)(points[i:i + chunk]) for i in range(0, len(points), chunk)]
+    except RuntimeError:  # an op vmap has no batching rule for: one point at a time, the same values
+        parts = [torch.stack([loss(p) for p in points])]
+    return torch.cat(parts).double().numpy()

@@ -5,6 +5,7 @@ through dashboard.read.store; what is kept follows dashboard.read.cache's rule, 
 landscape is computed once per (run, snapshot epochs).  Unreadable snapshots raise store.StoreError,
 params from another tool training.config.ConfigError: both are one line for the page to show.
 """
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from training.nets.architecture import Layer
 PROGRESS_KEYS = (C.TRAIN_LOSS, C.TEST_LOSS, C.TRAIN_ACC, C.TEST_ACC)
 LANDSCAPE_IMAGES = {"mlp": 1000, "cnn": 300}  # fixed prefix of the training set the loss is evaluated on
 LANDSCAPE_RESOLUTION = {"mlp": 21, "cnn": 11}
+# A model from the user's own loop may be far larger than ours (pytorch/examples' CNN: 12 M multiply-adds an
+# image, 40 times our CNN's): its landscape gets fewer images, so the grid costs about this many (some 10 s on 2 cores).
+OWN_LANDSCAPE_MACS = 6e10
+OWN_LANDSCAPE_MIN_IMAGES = 50
 N_SAMPLES = 16  # the first test images, shown with their predictions
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 
@@ -161,11 +166,15 @@ def _own_landscape(run_id: str, epochs: tuple[int, ...]) -> landscape.Landscape:
     t = resolve(run_id)
     net = own_model.module_at(t)
     arch = "cnn" if any(s.kind == "conv" for s in t.specs) else "mlp"
-    x, y = train_prefix(LANDSCAPE_IMAGES[arch])
+    points = LANDSCAPE_RESOLUTION[arch] ** 2 + len(epochs)
+    per_image = sum(math.prod(s.out_shape or (s.units,)) * s.fan_in for s in t.specs)  # multiply-adds, as logged
+    x, y = train_prefix(int(min(LANDSCAPE_IMAGES[arch], max(OWN_LANDSCAPE_MIN_IMAGES,
+                                                               OWN_LANDSCAPE_MACS / (points * per_image)))))
     shapes = {f"body.{s.name}.{part}": shape for s in t.specs
               for part, shape in (("weight", s.weight_shape), ("bias", (s.units,)))}
     thetas = np.stack([landscape.flatten_layers(store.complete_weights(run_id, e, t.names), t.names) for e in epochs])
-    return landscape.plane_landscape(thetas, lambda points: landscape.module_losses(net, shapes, points, x, y),
+    acts = sum(math.prod(s.out_shape or (s.units,)) for s in t.specs)
+    return landscape.plane_landscape(thetas, lambda points: landscape.module_losses(net, shapes, points, x, y, acts),
                                      list(epochs), len(x), "cross_entropy", LANDSCAPE_RESOLUTION[arch])
 
 
