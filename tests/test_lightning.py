@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, all_runs
@@ -133,3 +134,41 @@ def test_ctrl_c_or_sigterm_ends_the_run_killed_and_keeps_its_epochs(tmp_path, mo
     (run,) = all_runs(experiment="waiting")
     assert run.info.status == C.STATUS_KILLED, err[-2000:]
     assert [m.step for m in MlflowClient(tracking_uri()).get_metric_history(run.info.run_id, C.TEST_ACC)] == [0, 1]
+
+
+class NoWeights(lightning_mnist.LitNet):
+    """No Linear or Conv2d at all: nothing the dashboard could show."""
+
+    def __init__(self):
+        super().__init__()
+        del self.fc1, self.fc2, self.fc3
+        self.scale = torch.nn.Parameter(torch.ones(10))
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * self.scale
+
+
+def test_a_module_it_cannot_log_is_refused_in_one_line_before_any_run_or_training():
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from training.errors import UserError
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), batch_size=4)
+    trainer = L.Trainer(max_epochs=1, callbacks=[MnistLabCallback()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(UserError) as refused:
+        trainer.fit(NoWeights(), loader)
+    assert "\n" not in str(refused.value) and str(refused.value)
+    assert all_runs() == []
+
+
+def test_without_lightning_the_callback_is_a_one_line_error_naming_the_install():
+    script = ("import sys; sys.modules['lightning'] = None  # as if not installed\n"
+              "from training.own_loop.lightning import MnistLabCallback\n"
+              "from training.own_loop import script_main\n"
+              "script_main(MnistLabCallback)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: Lightning is not installed: `make install-lightning` "
+                                                "(or pip install -r requirements-lightning.txt)"]
