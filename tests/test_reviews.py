@@ -169,3 +169,46 @@ def test_markup_in_a_narrative_is_text_and_nothing_remote_survives():
     assert "javascript:" not in out.replace("[bad](javascript:alert(2))", "")  # an unparsed link is only text
     assert '<a href="https://example.org/" rel="noopener noreferrer nofollow">good</a>' in out
     assert "<strong>bold</strong>" in out
+
+
+def test_the_export_is_one_file_with_its_figures_and_plotly_inside_and_every_name_as_text(log_run):
+    from dashboard.views.reviews import export
+    curves = {C.TRAIN_LOSS: [2.3, 0.6, 0.4], C.TEST_LOSS: [2.3, 0.7, 0.5], C.TRAIN_ACC: [0.1, 0.8, 0.9],
+              C.TEST_ACC: [0.1, 0.79, 0.88]}
+    a = log_run("<img src=x onerror=alert(1)>", curves=curves, params={C.PARAM_LR: "3.0"})
+    b, gone = log_run("b", curves=curves, params={C.PARAM_LR: "1.0"}), log_run("gone")
+    review = reviews.create("<script>alert('title')</script>", "<b>ann</b>", first_view=f"/compare?runs={a},{b}")
+    reviews.save(review, 1, title="<script>alert('title')</script>", narrative="**ok** <script>alert(2)</script>\n\n"
+                 "![x](https://evil.example/x.png)", decision=a, reasons="<i>why</i>", author="<b>ann</b>")
+    reviews.add_comment(review, "</script><script>alert(3)</script>", "bob")
+    reviews.add_view(review, f"/runs/{gone}")
+    MlflowClient(tracking_uri()).delete_run(gone)
+    page = export.export_html(review)
+    scripts = page.count("<script")
+    assert scripts == 2  # plotly.js and the one that draws the figures: nothing typed became a script
+    assert "&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt;" in page and "&lt;b&gt;ann&lt;/b&gt;" in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in page and "&lt;i&gt;why&lt;/i&gt;" in page
+    assert "<strong>ok</strong> &lt;script&gt;alert(2)&lt;/script&gt;" in page
+    assert "evil.example" not in page and 'src="http' not in page and "<iframe" not in page
+    assert f"run {gone} was deleted" in page  # the gone run, named at the top and in its view
+    assert page.count('class="review-figure"') == 4  # the compare page's four curves
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page  # the run's name, as text
+    assert "Plotly.newPlot" in page and "default-src 'none'" in page
+
+
+def test_the_signed_in_user_is_the_author_under_basic_auth(monkeypatch):
+    import base64
+
+    from flask import Flask
+
+    from dashboard.serving import auth
+    from dashboard.views.reviews.add_control import current_user
+    monkeypatch.setenv(auth.ENV_USER, "ann")
+    monkeypatch.setenv(auth.ENV_PASSWORD, "secret")
+    login = base64.b64encode(b"ann:secret").decode()
+    with Flask(__name__).test_request_context("/", headers={"Authorization": f"Basic {login}"}):
+        assert current_user() == "ann"
+    monkeypatch.delenv(auth.ENV_USER)
+    monkeypatch.delenv(auth.ENV_PASSWORD)
+    with Flask(__name__).test_request_context("/", headers={"Authorization": f"Basic {login}"}):
+        assert current_user() is None  # auth off: the page asks for a name instead
