@@ -324,3 +324,20 @@ def test_the_planted_runs_own_files_rebuild_it(planted_store, monkeypatch):
         MlflowClient().log_artifact(rid, str(originals / name), C.OWN_MODEL_DIR)
     cache.clear()
     assert own_model.module_at(resolve(rid, 1))(_inputs(2)).shape == (2, 10)
+
+
+def test_a_run_stopped_by_ctrl_c_logs_no_model_graph_and_says_so_where_a_view_would_rerun_it():
+    """The graph is logged as a run ends well: a stopped run keeps its epochs and its activation-only views."""
+    torch.manual_seed(0)
+    model = writeup_d.Net()
+    with pytest.raises(KeyboardInterrupt):
+        with logged_run(model) as run:
+            run.log_epoch(0)
+            raise KeyboardInterrupt
+    assert MlflowClient().get_run(run.run_id).info.status == C.STATUS_KILLED
+    assert not MlflowClient().list_artifacts(run.run_id, C.OWN_MODEL_DIR)
+    t = resolve(run.run_id, 1, None, 0)
+    assert logged_activations.hidden_units(t)[0].shape == (10_000, 16)
+    with pytest.raises(StoreError, match="not its model graph") as e:
+        D.feature_vis(t, 0)
+    assert "\n" not in str(e.value)
