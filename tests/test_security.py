@@ -143,7 +143,8 @@ def _mlflow_write_calls(tree: ast.AST) -> list[str]:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writes]
 
 
-def test_the_dashboard_writes_only_neuron_labels_and_reviews_and_only_through_these_functions():
+def test_the_dashboard_writes_only_neuron_labels_and_only_through_one_function():
+    """Neuron labels through one function; reviews (#30) through dashboard.read.reviews alone, to their own runs."""
     found = {}
     for path in (REPO / "dashboard").rglob("*.py"):
         if path.name == "screenshots.py":
