@@ -231,6 +231,12 @@ class LoggedRun(_Opened):
         self.logging_seconds[epoch] = time.perf_counter() - start
         self._since = time.perf_counter()
 
+    def show(self, page: str = "run", **options) -> None:
+        """This run's dashboard page inline in Jupyter ("run", or a path below it such as "neurons/1/0"), from a
+        dashboard found or started over this store (training.own_loop.notebook.show_run)."""
+        from training.own_loop.notebook import show_run
+        show_run(self.run_id, page, **options)
+
     def _check_open(self, epoch) -> None:
         if self.run_id is None:
             raise UserError("this run has not started: call log_epoch inside `with logged_run(...) as run:`")
