@@ -184,9 +184,10 @@ def _set(root: nn.Module, path: str, child: nn.Module) -> None:
     at = root
     try:
         for part in owners:
-            if part not in at._modules:
-                at.add_module(part, nn.Module())
-            at = at._modules[part]
+            children = dict(at.named_children())
+            if part not in children:
+                at.add_module(part, children.setdefault(part, nn.Module()))
+            at = children[part]
         at.add_module(last, child)
     except (KeyError, TypeError, AttributeError):
         _fail(f"module path {path} clashes with another or with a module's own attribute")
