@@ -19,7 +19,8 @@ app.layout = html.Div([
     dcc.Store(id="app-theme", storage_type="local", data="light"),
     html.Header([
         dcc.Link("MNIST Lab", href="/", className="brand"),
-        html.Nav([dcc.Link("Runs", href="/", className="nav-link")], className="nav"),
+        html.Nav([dcc.Link("Runs", href="/", className="nav-link"),
+                  dcc.Link("Reviews", href="/reviews", className="nav-link")], className="nav"),
         # The palette choice is a cookie (views/theme.safe_colours): figures are drawn on the server.
         html.Button("Colour-blind palette", id="app-palette-toggle", className="theme-toggle palette-toggle", n_clicks=0,
                     title="Draw runs and groups in ten colours that stay apart in every colour vision",
