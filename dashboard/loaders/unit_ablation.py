@@ -38,8 +38,9 @@ def check_mode(mode) -> str:
 def _snapshot(t: Target) -> dict:
     """The snapshot's weights; StoreError for a run whose network cannot be rebuilt (its own loop's)."""
     if t.config is None:
-        raise StoreError(f"No ablation for run {t.run_id[:8]}: it was logged from its own training loop, so its "
-                         f"model's code is not in the store and the network cannot be rerun with a unit switched off")
+        raise StoreError(f"No ablation for run {t.run_id[:8]}: it was logged from its own training loop, and "
+                         f"ablation reruns only networks built from MNIST Lab's own configs (its logged model "
+                         f"graph serves feature visualisation, attributions and the loss landscape)")
     S.layer_activations(t)  # StoreError for weights too large to evaluate (a diverged run), as the layer page
     return store.complete_weights(t.run_id, t.epoch, [layer.name for layer in layers_of(t.config)])
 

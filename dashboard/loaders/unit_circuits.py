@@ -22,8 +22,9 @@ N_DIGITS = 10
 def why_no_circuits(t: Target) -> str | None:
     """Why t's run has no circuit or digit-map page, in one line, or None when it has them: every layer dense
     and the network rebuilt from its config.  The one test the pages (for their links) and the loaders ask."""
-    if t.own_loop:
-        return t.no_config
+    if t.own_loop:  # its graph may be logged, but nothing says its layers form a plain chain of dense layers
+        return (f"run {t.run_id[:8]} was logged from its own training loop: circuits and digit maps are drawn for "
+                f"networks built from MNIST Lab's own configs, a chain of dense layers")
     if any(spec.kind != "linear" for spec in t.specs):
         return f"run {t.run_id[:8]} has conv layers: {K.CONV_REASON}"
     return None
