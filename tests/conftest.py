@@ -344,3 +344,33 @@ def postgres():
     finally:
         subprocess.run(as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def examples_store(tmp_path_factory):
+    """A store holding both own-loop examples (2 epochs, 2,000 images), each run as a user runs it, and a built-in
+    [784,16,16,10] sigmoid run: (tracking URI, each script's CompletedProcess, run id per name).  Session-wide:
+    tests/test_examples.py and test_browser_own_loop.py read the same runs, trained once."""
+    from tests.test_examples import EXAMPLES, EXPERIMENT, _run
+    from training import contract as C
+    uri = sqlite_uri(tmp_path_factory.mktemp("own-loops"))
+    done = {}
+    for name in EXAMPLES:
+        done[name] = _run(["-m", f"training.examples.{name}", "--epochs", "2", "--train-size", "2000",
+                           "--experiment", EXPERIMENT], uri)
+    done["builtin"] = _run(["-m", "training.train", "--sizes", "784,16,16,10", "--activation", "sigmoid",
+                            "--loss", "cross_entropy", "--epochs", "2", "--train-size", "2000",
+                            "--experiment", EXPERIMENT], uri)
+    runs = {}
+    for r in all_runs(uri, EXPERIMENT):
+        label = r.data.params.get(C.PARAM_ARCH_LABEL)
+        runs[next((n for n, l in EXAMPLES.items() if l == label), "builtin")] = r.info.run_id
+    return uri, done, runs
+
+
+@pytest.fixture
+def in_examples_store(examples_store, monkeypatch):
+    from dashboard.read import cache
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", examples_store[0])
+    cache.clear()
+    return examples_store[2]

@@ -7,7 +7,7 @@ from dashboard.loaders import neuron_stats as S
 from dashboard.loaders.neuron_target import counterpart, hidden_layers, resolve
 from dashboard.read import store
 from tests.conftest import assert_no_dash_errors, served
-from tests.test_examples import EXAMPLES, examples_store, in_examples_store  # noqa: F401 (fixtures)
+from tests.test_examples import EXAMPLES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VERDICT_WORDS = ("class-selective", "feature-selective", "dead")

@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dashboard.loaders import logged_activations, neuron_stats, neuron_target
-from dashboard.read import cache, store
-from tests.conftest import REPO, all_runs, sqlite_uri
+from dashboard.read import store
+from tests.conftest import REPO
 from training import contract as C
 
 EXPERIMENT = "own-loops"
@@ -20,31 +20,6 @@ EXAMPLES = {"writeup_d": "net-784-16-16-10-sigmoid", "pytorch_mnist": "net-c32-c
 def _run(args: list[str], uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def examples_store(tmp_path_factory):
-    """A store holding both examples (2 epochs, 2,000 images) and a built-in [784,16,16,10] sigmoid run."""
-    uri = sqlite_uri(tmp_path_factory.mktemp("own-loops"))
-    done = {}
-    for name in EXAMPLES:
-        done[name] = _run(["-m", f"training.examples.{name}", "--epochs", "2", "--train-size", "2000",
-                           "--experiment", EXPERIMENT], uri)
-    done["builtin"] = _run(["-m", "training.train", "--sizes", "784,16,16,10", "--activation", "sigmoid",
-                            "--loss", "cross_entropy", "--epochs", "2", "--train-size", "2000",
-                            "--experiment", EXPERIMENT], uri)
-    runs = {}
-    for r in all_runs(uri, EXPERIMENT):
-        label = r.data.params.get(C.PARAM_ARCH_LABEL)
-        runs[next((n for n, l in EXAMPLES.items() if l == label), "builtin")] = r.info.run_id
-    return uri, done, runs
-
-
-@pytest.fixture
-def in_examples_store(examples_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", examples_store[0])
-    cache.clear()
-    return examples_store[2]
 
 
 @pytest.mark.slow
