@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, all_runs
 from training import contract as C
-from training.tracking.background_writer import COALESCE_LIMIT, COALESCE_PAUSE, BackgroundWriter
+from training.tracking.background_writer import COALESCE_LIMIT, COALESCE_PAUSE, HOLD, BackgroundWriter
 
 # training.train as its CLI runs, with the writer slowed down (a store far slower than training) and every
 # epoch that reaches the writer announced on stdout as it is queued.
@@ -114,11 +114,37 @@ def test_writes_queued_while_the_writer_is_busy_go_in_one_call_in_order():
     assert calls == [[0], [1, 2, 3, 4, 5]]
 
 
+def test_jobs_within_the_hold_share_one_call_and_a_flush_cuts_the_hold_short():
+    """A fast grid's consecutive epochs in one call per run (training.tracking.background_writer.HOLD), and no
+    run's end waiting for the hold: flush writes what is queued at once."""
+    assert HOLD >= 0.5  # what the grid's epochs of about a second need to pair up
+    calls = []
+    writer = BackgroundWriter(lambda batch: calls.append((time.monotonic(), list(batch))), hold=0.6)
+    first = time.monotonic()
+    writer.put(0)
+    time.sleep(0.2)
+    writer.put(1)  # 0.2 s later, well within the hold: the same call
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [jobs for _, jobs in calls] == [[0, 1]]
+    assert calls[0][0] - first >= 0.6  # written only once the hold ran out
+    writer.put(2)
+    start = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - start < 0.3, "flush waited for the hold"
+    assert [jobs for _, jobs in calls] == [[0, 1], [2]]
+    writer.put(3)
+    start = time.monotonic()
+    writer.close()  # the stop cuts the hold short too
+    assert time.monotonic() - start < 0.3 and [jobs for _, jobs in calls][-1] == [3]
+
+
 def _timed_puts(jobs: int, spacing: float | None = None, seconds: float | None = None):
     """Jobs 0, 1, ... put `spacing` apart (all `jobs`, or for `seconds`) into a fresh writer; its calls, and
     the monotonic time just before and just after each put (what the writer's rule is checked against)."""
     calls, times = [], []
-    writer = BackgroundWriter(lambda batch: calls.append(list(batch)))
+    writer = BackgroundWriter(lambda batch: calls.append(list(batch)), hold=0)  # the pause rule alone
     stop = time.monotonic() + seconds if seconds else None
     while (len(times) < jobs) if stop is None else (time.monotonic() < stop):
         start = time.monotonic()

@@ -231,18 +231,24 @@ class MlflowSink:
         for job in jobs:
             self.last_epoch[job.k] = job.epoch
             self.history[job.k].append((job.epoch, job.metrics))
+        snapshots: dict[int, list[EpochWrite]] = {}
         for job in jobs:
             if job.snapshot is not None:
-                self._log_snapshot(job.k, job.epoch, job.snapshot)
+                snapshots.setdefault(job.k, []).append(job)
+        for k, run_jobs in snapshots.items():
+            self._log_snapshots(k, run_jobs)
 
-    def _log_snapshot(self, k: int, epoch: int, snapshot: dict[str, np.ndarray]) -> None:
+    def _log_snapshots(self, k: int, jobs: list[EpochWrite]) -> None:
+        """Run k's queued snapshots in one log_artifacts call: a call's cost is mostly the call, not its files."""
         rid = self.run_ids[k]
-        self.predictions[k] = (epoch, np.bincount(snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
-        path = Path(self._tmp.name) / rid / C.snapshot_path(epoch).rsplit("/", 1)[1]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **snapshot)
-        retry(self.client.log_artifact, rid, str(path), C.SNAPSHOT_DIR)
-        path.unlink()
+        folder = Path(self._tmp.name) / rid
+        folder.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            self.predictions[k] = (job.epoch, np.bincount(job.snapshot[C.PRED_CLASS], minlength=N_CLASSES).tolist())
+            np.savez(folder / C.snapshot_path(job.epoch).rsplit("/", 1)[1], **job.snapshot)
+        retry(self.client.log_artifacts, rid, str(folder), C.SNAPSHOT_DIR)
+        for path in folder.iterdir():
+            path.unlink()
 
     def kept(self) -> str:
         """What the store keeps of this cohort's runs, for the lost-server message."""
