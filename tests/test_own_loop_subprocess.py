@@ -102,7 +102,10 @@ def test_a_run_logs_through_a_tracking_server_and_the_dashboard_reads_its_units(
         assert got.info.status == C.STATUS_FINISHED
         (units,) = logged_activations.hidden_units(neuron_target.resolve(run.run_id, 1, 0))
         assert units.shape == (10_000, 6) and 0 <= units.min() and units.max() <= 1  # sigmoid units
-        assert len(list((tmp_path / "artifacts").rglob("*.npz"))) == 2  # uploaded through the server
+        # uploaded through the server: the epoch's snapshot and units, and the model's weights (own_model/)
+        epoch_file = C.snapshot_path(0).rsplit("/", 1)[1]
+        assert sorted("/".join(p.parts[-2:]) for p in (tmp_path / "artifacts").rglob("*.npz")) == \
+            sorted([C.snapshot_path(0), f"{C.ACTIVATIONS_DIR}/{epoch_file}", C.own_model_path(C.MODEL_WEIGHTS_FILE)])
     finally:
         server.stop(timeout=20)
         server.kill()

@@ -100,7 +100,11 @@ def own_store(tmp_path_factory):
 
 @pytest.fixture
 def in_own_store(own_store, monkeypatch):
+    import mlflow
     monkeypatch.setenv("MLFLOW_TRACKING_URI", own_store[0])
+    # logged_run points MLflow's process-wide URI at its store, and the models trained once per session: tests
+    # that ran since may have pointed it elsewhere, and a bare MlflowClient() follows it, not the variable.
+    mlflow.set_tracking_uri(own_store[0])
     cache.clear()
     return own_store[1]
 
