@@ -131,13 +131,27 @@ MAX_BATCH_METRICS, MAX_BATCH_PARAMS, MAX_BATCH_TAGS = 1000, 100, 100
 
 
 def log_batch(mlflow_client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> None:
-    """MlflowClient.log_batch, in as many calls as MLflow's limits per call need, each retried."""
+    """MlflowClient.log_batch, in one call when MLflow's limits per call allow (each call's cost is mostly the
+    call), else in as many as they need; each retried."""
+    if len(params) <= MAX_BATCH_PARAMS and len(tags) <= MAX_BATCH_TAGS \
+            and len(metrics) + len(params) + len(tags) <= MAX_BATCH_METRICS:
+        if metrics or params or tags:
+            retry(mlflow_client.log_batch, run_id, metrics=list(metrics), params=list(params), tags=list(tags))
+        return
     for i in range(0, len(params), MAX_BATCH_PARAMS):
         retry(mlflow_client.log_batch, run_id, params=list(params[i:i + MAX_BATCH_PARAMS]))
     for i in range(0, len(tags), MAX_BATCH_TAGS):
         retry(mlflow_client.log_batch, run_id, tags=list(tags[i:i + MAX_BATCH_TAGS]))
     for i in range(0, len(metrics), MAX_BATCH_METRICS):
         retry(mlflow_client.log_batch, run_id, metrics=list(metrics[i:i + MAX_BATCH_METRICS]))
+
+
+@dataclass
+class RunStart:
+    """A run just created: its params and dataset link, waiting for the writer thread with its first epoch."""
+    k: int
+    params: list[Param]
+    dataset: DatasetInput
 
 
 @dataclass
@@ -176,7 +190,7 @@ class MlflowSink:
                  extra_tags: list[dict[str, str]] | None = None, source: str | None = None):
         self.client, self.configs = mlflow_client, configs
         self.run_ids: list[str] = []
-        self.writer: BackgroundWriter[EpochWrite] = BackgroundWriter(self._write)
+        self.writer: BackgroundWriter[RunStart | EpochWrite] = BackgroundWriter(self._write)
         self.runs = RunsFlushedFirst(mlflow_client, self.writer)
         self.last_epoch: dict[int, int] = {}  # k -> last epoch whose metrics reached the store
         self.history: list[History] = [[] for _ in configs]  # what each run logged, for its description
@@ -201,8 +215,9 @@ class MlflowSink:
         run_id = retry(self.client.create_run, exp_id, run_name=config.display_name, tags=tags).info.run_id
         self.run_ids.append(run_id)
         self.runs.add(run_id, partial(self.describe, k))
-        log_batch(self.client, run_id, params=[Param(key, value) for key, value in params.items()])
-        log_dataset(self.client, run_id, dataset)
+        # Off the path the user waits on: the writer sends the params in its first log_batch for the run, with
+        # the first epoch's metrics, and links the dataset; any end of the run flushes it first.
+        self.writer.put(RunStart(k, [Param(key, value) for key, value in params.items()], dataset))
 
     def log_epoch(self, k, epoch, metrics, snapshot):
         """Queue the epoch for the writer thread; raises what an earlier write failed with."""
@@ -219,20 +234,24 @@ class MlflowSink:
         except TrackingLostError as e:
             raise TrackingLostError(f"{e}: {self.kept()}") from e.__cause__
 
-    def _write(self, jobs: list[EpochWrite]) -> None:
-        """On the writer thread: each run's queued epochs in as few log_batch calls as MLflow's limits allow,
-        then the snapshots."""
-        per_run: dict[str, list[Metric]] = {}
-        for job in jobs:
-            per_run.setdefault(self.run_ids[job.k], []).extend(Metric(key, value, job.timestamp, job.epoch)
-                                                               for key, value in job.metrics.items())
-        for run_id, metrics in per_run.items():
-            log_batch(self.client, run_id, metrics=metrics)
-        for job in jobs:
+    def _write(self, jobs: list[RunStart | EpochWrite]) -> None:
+        """On the writer thread: each run's params (once) and queued epochs in as few log_batch calls as MLflow's
+        limits allow, its dataset link, then the snapshots."""
+        starts = {job.k: job for job in jobs if isinstance(job, RunStart)}
+        epochs = [job for job in jobs if isinstance(job, EpochWrite)]
+        per_run: dict[int, list[Metric]] = {k: [] for k in starts}
+        for job in epochs:
+            per_run.setdefault(job.k, []).extend(Metric(key, value, job.timestamp, job.epoch)
+                                                 for key, value in job.metrics.items())
+        for k, metrics in per_run.items():
+            log_batch(self.client, self.run_ids[k], metrics=metrics, params=starts[k].params if k in starts else ())
+        for k, start in starts.items():
+            log_dataset(self.client, self.run_ids[k], start.dataset)
+        for job in epochs:
             self.last_epoch[job.k] = job.epoch
             self.history[job.k].append((job.epoch, job.metrics))
         snapshots: dict[int, list[EpochWrite]] = {}
-        for job in jobs:
+        for job in epochs:
             if job.snapshot is not None:
                 snapshots.setdefault(job.k, []).append(job)
         for k, run_jobs in snapshots.items():
