@@ -1,7 +1,8 @@
 """Writes that leave the training thread: one writer thread per sink, in order, batched.
 
-The training thread `put`s each epoch's write and goes on; the writer thread takes every write queued
-until a short pause and hands them to `write` in one call, so the store gets fewer, larger requests.  A write
+The training thread `put`s each epoch's write and goes on; the writer thread takes every write queued while it
+holds the first (HOLD) and then until a short pause, and hands them to `write` in one call, so the store gets
+fewer, larger requests.  A write
 that fails is kept and raised on the training thread at its next `put` or `flush`, once.  After a lost
 tracking server (or a stop asked while waiting on one) the writes still queued are dropped: each would
 wait out its own retries.
