@@ -51,12 +51,8 @@ def layout(run_id=None, layer=None, epoch=None, mode=None, sort=None, **_query):
         html.H2(f"Ablation · layer {t.layer} ({t.layer_name}) · {t.run_name}"),
         _links(t, mode),
         html.Div([
-            html.Div([html.Label("Epoch", className="small muted"),
-                      widgets.epoch_slider("ablation-epoch", t.epochs, t.epoch, allow_direct_input=False)],
-                     className="grow"),
-            html.Div([html.Label("Units sorted by", className="small muted"),
-                      dcc.Dropdown(id="ablation-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
-                                   value=sort, clearable=False, style={"width": 240})]),
+            widgets.epoch_field("ablation-epoch", t.epochs, t.epoch, className="grow"),
+            widgets.labelled("Units sorted by", widgets.choices("ablation-sort", SORTS, sort, 240)),
         ], className="row card"),
         html.P([f"Intact, the network gets {100 * a.base.sum() / a.images.sum():.2f} % of the 10,000 test images "
                 f"right at epoch {t.epoch}. ", html.B(f"{critical} of {t.units} units", id="ablation-critical"),

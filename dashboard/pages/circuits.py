@@ -23,9 +23,7 @@ dash.register_page(__name__, path_template="/runs/<run_id>/neurons/circuit", ord
 
 def _epoch_bar(t, data: dict) -> list:
     return [dcc.Location(id="circuit-url", refresh="callback-nav"), dcc.Store(id="circuit-target", data=data),
-            html.Div([html.Label("Epoch", className="small muted"),
-                      widgets.epoch_slider("circuit-epoch", t.epochs, t.epoch, allow_direct_input=False)],
-                     className="card")]
+            widgets.epoch_field("circuit-epoch", t.epochs, t.epoch, className="card")]
 
 
 def _outgoing(t, c):

@@ -54,8 +54,7 @@ def layout(run_id=None, index=None, epoch=None, **_query):
         dcc.Location(id="image-url", refresh="callback-nav"),
         html.H2(f"Test image #{i} · {t.run_name}"),
         html.Div(nav, className="row"),
-        html.Div([html.Label("Epoch", className="small muted"),
-                  widgets.epoch_slider("image-epoch", t.epochs, t.epoch, allow_direct_input=False)], className="card"),
+        widgets.epoch_field("image-epoch", t.epochs, t.epoch, className="card"),
         html.Div([
             widgets.card("The image", V.image_picture(d), html.P(V.header_line(d))),
             widgets.card("What the network says", widgets.graph(V.probs_figure(d, d.output), "image-probs")),

@@ -46,8 +46,7 @@ def layout(run_id=None, layer=None, epoch=None, method=None, **_query):
         html.Div([dcc.Link("← run page", href=f"/runs/{t.run_id}"),
                   dcc.Link(f"layer {t.layer}'s units", href=layer_href(t.run_id, t.layer, t.epoch)),
                   *methods], className="row"),
-        html.Div([html.Label("Epoch", className="small muted"),
-                  widgets.epoch_slider("map-epoch", t.epochs, t.epoch, allow_direct_input=False)], className="card"),
+        widgets.epoch_field("map-epoch", t.epochs, t.epoch, className="card"),
         html.Div([
             html.Div([dcc.Graph(id="map-graph", figure=map_figure(xy, labels, f"{t.units} activations → 2-D, "
                                                                                  f"epoch {t.epoch}"),

@@ -71,15 +71,9 @@ def tiles(t: Target, sort: str = "index", show: str = "weights") -> tuple[list, 
 
 def _controls(t: Target, sort: str, show: str) -> html.Div:
     return html.Div([
-        html.Div([html.Label("Epoch", className="small muted"),
-                  widgets.epoch_slider("neurons-epoch", t.epochs, t.epoch, allow_direct_input=False)],
-                 className="grow"),
-        html.Div([html.Label("Sort by", className="small muted"),
-                  dcc.Dropdown(id="neurons-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()],
-                               value=sort, clearable=False, style={"width": 240})]),
-        html.Div([html.Label("Tiles show", className="small muted"),
-                  dcc.Dropdown(id="neurons-show", options=[{"label": v, "value": k} for k, v in SHOWS.items()],
-                               value=show, clearable=False, style={"width": 300})]),
+        widgets.epoch_field("neurons-epoch", t.epochs, t.epoch, className="grow"),
+        widgets.labelled("Sort by", widgets.choices("neurons-sort", SORTS, sort, 240)),
+        widgets.labelled("Tiles show", widgets.choices("neurons-show", SHOWS, show, 300)),
     ], className="row card")
 
 

@@ -140,9 +140,7 @@ def layout(run_id=None, layer=None, unit=None, epoch=None, compare=None, **_quer
         html.Div([
             html.Button("▶ Play", id="unit-play", n_clicks=0,
                         title="Animate the unit from the first snapshot to the last"),
-            html.Div([html.Label("Epoch", className="small muted"),
-                      widgets.epoch_slider("unit-epoch", t.epochs, t.epoch, allow_direct_input=False)],
-                     className="grow"),
+            widgets.epoch_field("unit-epoch", t.epochs, t.epoch, className="grow"),
         ], className="row card"),
         *_panels(p),
         widgets.card("When it appeared", emergence),

@@ -46,6 +46,23 @@ def epoch_slider(component_id: str, epochs, value, **kw) -> dcc.Slider:
                       **kw)
 
 
+def labelled(label: str, control, **kw) -> html.Div:
+    """A control under its small label.  The label sits just before the control, which is what names a slider
+    or a checklist for screen readers (assets/accessible_names.js)."""
+    return html.Div([html.Label(label, className="small muted"), control], **kw)
+
+
+def epoch_field(component_id: str, epochs, value, **kw) -> html.Div:
+    """The neuron pages' "Epoch" slider over snapshot epochs, under its label."""
+    return labelled("Epoch", epoch_slider(component_id, epochs, value, allow_direct_input=False), **kw)
+
+
+def choices(component_id: str, options: dict, value, width: int) -> dcc.Dropdown:
+    """A dropdown of value -> label, one always chosen."""
+    return dcc.Dropdown(id=component_id, options=[{"label": v, "value": k} for k, v in options.items()],
+                        value=value, clearable=False, style={"width": width})
+
+
 def message(text, kind: str = "info", **kw) -> html.Div:
     """One line (or a few) for the user: what is missing or wrong, in the dashboard's one message style."""
     assert kind in MESSAGE_KINDS, kind
