@@ -89,15 +89,11 @@ def _one_line(e: Exception) -> str:
     return str(getattr(e, "message", e)).splitlines()[0][:300] if str(e) else type(e).__name__
 
 
-def _client():
-    return store.client()
-
-
 def _experiment_id(create: bool) -> str | None:
     try:
-        exp = _client().get_experiment_by_name(C.REVIEWS_EXPERIMENT)
+        exp = store.client().get_experiment_by_name(C.REVIEWS_EXPERIMENT)
         if exp is None and create:
-            return _client().create_experiment(C.REVIEWS_EXPERIMENT,
+            return store.client().create_experiment(C.REVIEWS_EXPERIMENT,
                                                tags={C.TAG_EXPERIMENT_KIND: C.EXPERIMENT_KIND})
     except MlflowException as e:
         raise ReviewError(f"Cannot reach the reviews in the MLflow store: {_one_line(e)}") from None
@@ -144,7 +140,7 @@ def _get(review_id: str):
     if not isinstance(review_id, str) or not store.RUN_ID_RE.match(review_id):
         raise ReviewError(f"'{str(review_id)[:64]}' is not a review id (32 hex characters)")
     try:
-        run = _client().get_run(review_id)
+        run = store.client().get_run(review_id)
     except MlflowException:
         raise ReviewError(f"review {review_id} is not in the store") from None
     if run.info.lifecycle_stage == "deleted":
@@ -208,7 +204,7 @@ def list_reviews() -> list[Review]:
     if exp is None:
         return []
     try:
-        runs = _client().search_runs([exp], "", max_results=store.MAX_RUNS)
+        runs = store.client().search_runs([exp], "", max_results=store.MAX_RUNS)
     except MlflowException as e:
         raise ReviewError(f"Cannot list the reviews: {_one_line(e)}") from None
     return sorted(map(_from_run, runs), key=lambda r: r.updated_ms, reverse=True)
@@ -235,10 +231,10 @@ def create(title: str, author: str | None = None, first_view: str | None = None)
     tags = [_authors_tag(None, author), RunTag(C.TAG_REVIEW_UPDATED, _now_ms()), *_link_tags(views)]
     tags += [RunTag(C.review_view_tag(_stamp()), url) for url in views]
     try:
-        run = _client().create_run(exp, run_name=title, tags={t.key: t.value for t in tags})
+        run = store.client().create_run(exp, run_name=title, tags={t.key: t.value for t in tags})
         rid = run.info.run_id
-        _client().log_param(rid, C.review_version_param(1), f"{secrets.token_hex(4)} {author}")
-        _client().set_terminated(rid, C.STATUS_FINISHED)  # a document, not a job: never shown as running
+        store.client().log_param(rid, C.review_version_param(1), f"{secrets.token_hex(4)} {author}")
+        store.client().set_terminated(rid, C.STATUS_FINISHED)  # a document, not a job: never shown as running
     except MlflowException as e:
         raise ReviewError(f"Could not create the review: {_one_line(e)}") from None
     return rid
@@ -257,7 +253,7 @@ def save(review_id: str, loaded_version: int, *, title: str, narrative: str, dec
     if current.version != int(loaded_version):
         raise _stale(current, loaded_version)
     try:  # the compare-and-set: only one save from this version can log the next version's param
-        _client().log_param(review_id, C.review_version_param(current.version + 1),
+        store.client().log_param(review_id, C.review_version_param(current.version + 1),
                             f"{secrets.token_hex(4)} {author}")
     except MlflowException:
         raise _stale(load(review_id), loaded_version) from None
@@ -265,9 +261,9 @@ def save(review_id: str, loaded_version: int, *, title: str, narrative: str, dec
             RunTag(C.TAG_REVIEW_REASONS, reasons), RunTag(C.TAG_REVIEW_UPDATED, _now_ms()),
             _authors_tag(current, author), *_link_tags([], decision)]
     try:
-        _client().log_batch(review_id, tags=tags)
+        store.client().log_batch(review_id, tags=tags)
         if title != current.title:
-            _client().update_run(review_id, name=title)
+            store.client().update_run(review_id, name=title)
     except MlflowException as e:
         raise ReviewError(f"Could not save the review: {_one_line(e)}") from None
     return current.version + 1
@@ -290,9 +286,9 @@ def add_comment(review_id: str, text: str, author: str | None = None) -> Comment
     current = load(review_id)
     comment = Comment(_stamp(), author, text)
     try:
-        _client().log_param(review_id, C.review_comment_param(comment.stamp),
+        store.client().log_param(review_id, C.review_comment_param(comment.stamp),
                             json.dumps({"author": author, "text": text}, ensure_ascii=False))
-        _client().log_batch(review_id, tags=[RunTag(C.TAG_REVIEW_UPDATED, _now_ms()), _authors_tag(current, author)])
+        store.client().log_batch(review_id, tags=[RunTag(C.TAG_REVIEW_UPDATED, _now_ms()), _authors_tag(current, author)])
     except MlflowException as e:
         raise ReviewError(f"Could not add the comment: {_one_line(e)}") from None
     return comment
@@ -303,7 +299,7 @@ def add_view(review_id: str, url: str) -> str:
     path = view_path(url)
     load(review_id)  # exists and is a review
     try:
-        _client().log_batch(review_id, tags=[RunTag(C.review_view_tag(_stamp()), path),
+        store.client().log_batch(review_id, tags=[RunTag(C.review_view_tag(_stamp()), path),
                                              RunTag(C.TAG_REVIEW_UPDATED, _now_ms()), *_link_tags([path])])
     except MlflowException as e:
         raise ReviewError(f"Could not add the view: {_one_line(e)}") from None
