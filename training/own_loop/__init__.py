@@ -56,11 +56,7 @@ class _Opened:
     kind = "run"
 
     def _create(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> None:
-        from training.tracking.mlflow_sink import client, experiment_id, source_tags
-        self.client = client()
-        exp = experiment_id(self.client, experiment)
-        run = retry(self.client.create_run, exp, run_name=run_name, tags={**source_tags(), **tags})
-        self.run_id = run.info.run_id
+        self.client, self.run_id = self._open_run(experiment, run_name, tags)
         self.runs = OpenRuns(self.client)
         self.runs.add(self.run_id, self.describe)
         self._life = RunLifecycle(self.runs)
@@ -68,6 +64,15 @@ class _Opened:
         if threading.current_thread() is threading.main_thread():  # SIGTERM stops the loop as Ctrl-C does
             self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         _open.append(self)
+
+    def _open_run(self, experiment: str, run_name: str | None, tags: dict[str, str]):
+        """(client, run id) of the run this object logs into: a new one (training.own_loop.lightning's SharedRun
+        logs into one MLFlowLogger opened instead)."""
+        from training.tracking.mlflow_sink import client, experiment_id, source_tags
+        mlflow_client = client()
+        exp = experiment_id(mlflow_client, experiment)
+        run = retry(mlflow_client.create_run, exp, run_name=run_name, tags={**source_tags(), **tags})
+        return mlflow_client, run.info.run_id
 
     def describe(self, status: str, reason: str | None) -> str:
         return f"**{status}**" + (f": {reason}." if reason else ".")

@@ -16,12 +16,10 @@ The run ends FINISHED, FAILED with the error, or KILLED on Ctrl-C or SIGTERM, as
 Lightning is an optional extra (`make install-lightning`, `pip install '.[lightning]'`); without it, using
 the callback is a one-line error.
 """
-import signal
-import threading
 
 from training.errors import UserError
-from training.own_loop import DEFAULT_EXPERIMENT, LoggedRun, _open, _raise_interrupt
-from training.tracking.lifecycle import Interrupted, OpenRuns, RunLifecycle
+from training.own_loop import DEFAULT_EXPERIMENT, LoggedRun
+from training.tracking.lifecycle import Interrupted
 from training.tracking.store_connection import retry
 
 try:
@@ -41,17 +39,11 @@ class SharedRun(LoggedRun):
         super().__init__(model, experiment=experiment, **options)
         self._shared = (client, run_id)
 
-    def _create(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> None:
+    def _open_run(self, experiment: str, run_name: str | None, tags: dict[str, str]):
         from mlflow.entities import RunTag
-        self.client, self.run_id = self._shared
-        retry(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.runs = OpenRuns(self.client)
-        self.runs.add(self.run_id, self.describe)
-        self._life = RunLifecycle(self.runs)
-        self._old_term, self.status = None, None
-        if threading.current_thread() is threading.main_thread():  # SIGTERM stops the run KILLED, as logged_run's
-            self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-        _open.append(self)
+        client, run_id = self._shared
+        retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        return client, run_id
 
 
 def mlflow_logger(experiment: str = DEFAULT_EXPERIMENT, **kwargs):
