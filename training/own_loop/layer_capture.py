@@ -79,7 +79,7 @@ def _passes(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_function" and node.target in PASS_CALLS
 
 
-def _units_node(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, str]:
+def units_node(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, str]:
     """The node holding a layer's units: its activation's, through batch norm and dropout; else its own."""
     current = node
     while len(current.users) == 1:
@@ -92,21 +92,28 @@ def _units_node(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, 
     return node, NO_ACTIVATION
 
 
-def _trace(model: nn.Module, layers: dict[str, nn.Module]) -> Found | None:
+def eval_trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx's graph of the model in eval mode, each module's mode restored after: fx bakes `self.training` in
+    as a constant, and the eval graph is the one captured and rerun.  Raises what tracing raises."""
     was = {m: m.training for m in model.modules()}
-    model.eval()  # fx bakes `self.training` in as a constant: trace the eval graph, the one captured
+    model.eval()
     try:
-        traced = fx.symbolic_trace(model)
-    except Exception:
-        return None
+        return fx.symbolic_trace(model)
     finally:
         for m, flag in was.items():
             m.train(flag)
+
+
+def _trace(model: nn.Module, layers: dict[str, nn.Module]) -> Found | None:
+    try:
+        traced = eval_trace(model)
+    except Exception:
+        return None
     modules = dict(traced.named_modules())
     calls = [n for n in traced.graph.nodes if n.op == "call_module" and n.target in layers]
     if sorted({n.target for n in calls}) != sorted(layers) or len(calls) != len(layers):
         return None  # a layer called twice or never: its units are not one thing per image
-    picked = [(n, *_units_node(n, modules)) for n in calls]
+    picked = [(n, *units_node(n, modules)) for n in calls]
     output = next(n for n in traced.graph.nodes if n.op == "output")
     result = output.args[0]
     with traced.graph.inserting_before(output):

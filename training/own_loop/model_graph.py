@@ -27,7 +27,7 @@ from training.nets import graph_model
 from training.nets.architecture import Layer
 from training.nets.graph_ops import ATTRIBUTES, METHODS, GraphFormatError, encode, function_name, module_settings, \
     module_type
-from training.own_loop.layer_capture import _units_node
+from training.own_loop.layer_capture import eval_trace, units_node
 
 FORMAT = "mnistlab.fx-graph"
 VERSION = 1
@@ -35,16 +35,11 @@ PIXELS = 28 * 28
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    was = {m: m.training for m in model.modules()}
-    model.eval()  # fx bakes `self.training` in: the eval graph is the one the views run
     try:
-        return fx.symbolic_trace(model)
+        return eval_trace(model)  # the eval graph is the one the views run
     except Exception as e:
         raise GraphFormatError(f"torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
-    finally:
-        for m, flag in was.items():
-            m.train(flag)
 
 
 def _tensor_at(root: nn.Module, path: str) -> torch.Tensor:
@@ -104,7 +99,7 @@ def describe(model: nn.Module, layers: tuple[Layer, ...]) -> tuple[dict, fx.Grap
     calls = {n.target: n for n in traced.graph.nodes if n.op == "call_module"}
     if missing := [l.name for l in layers if l.name not in calls]:
         raise GraphFormatError(f"layer {missing[0]} is not called in the traced graph")
-    units = {l.name: _units_node(calls[l.name], modules)[0].name for l in layers}
+    units = {l.name: units_node(calls[l.name], modules)[0].name for l in layers}
     weight_keys = {f"{l.name}.{p}" for l in layers for p in ("weight", "bias")}
     tensors = [f"{path}.{name}" if path else name for path in described
                for name, t in [*modules[path].named_parameters(recurse=False), *modules[path].named_buffers(recurse=False)]
