@@ -130,7 +130,8 @@ def test_a_review_says_which_of_its_runs_are_gone(log_run):
     review = reviews.create("t", first_view=f"/compare?runs={kept},{deleted},{RUN_B}")
     MlflowClient(tracking_uri()).delete_run(deleted)
     gone = reviews.missing_runs(reviews.load(review))
-    assert gone == [f"run {deleted} was deleted", f"run {RUN_B} is not in the store"]
+    said = {deleted: f"run {deleted} was deleted", RUN_B: f"run {RUN_B} is not in the store"}
+    assert gone == [said[rid] for rid in sorted(said)]  # in the order of the review's linked runs: by id
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "https://evil.example//x", "//evil.example/x", "compare",
