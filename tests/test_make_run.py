@@ -27,13 +27,14 @@ runs:
   - {seed: 0}
   - {seed: 1}
 """
-# Cohorts train longest first (in optimizer steps): "short" (600 steps, 3 epochs) finishes, then "long"
-# (400 steps spread over 40 evaluated epochs) is still training when Ctrl-C comes.
+# Cohorts train longest first (in optimizer steps): "short" (16,000 steps, about 1.5 s) finishes, then "long"
+# (15,000 steps over 1,500 evaluated epochs, about 20 s) is still training when Ctrl-C comes. At 40 epochs
+# "long" took 0.7 s, and CI once saw it FINISHED before the Ctrl-C landed.
 TWO_COHORTS = """experiment: resume
 base: {sizes: [784, 20, 10], activation: sigmoid, loss: mse, lr: 3.0, train_size: 2000}
 runs:
-  - {run_name: short, batch_size: 10, epochs: 3}
-  - {run_name: long, batch_size: 200, epochs: 40}
+  - {run_name: short, batch_size: 10, epochs: 80}
+  - {run_name: long, batch_size: 200, epochs: 1500}
 """
 
 
