@@ -36,11 +36,11 @@ def test_parse_run_ids_accepts_a_repeated_query_key():
     assert V.parse_run_ids(["a" * 32, "b" * 32])[0] == ["a" * 32, "b" * 32]
 
 
-def test_more_than_fifty_runs_keeps_the_first_fifty_and_says_so():
-    many = [f"{i:032x}" for i in range(55)]
+def test_more_than_three_hundred_runs_keeps_the_first_three_hundred_and_says_so():
+    many = [f"{i:032x}" for i in range(305)]
     ids, problems = V.parse_run_ids(",".join(many))
-    assert ids == many[:50]
-    assert "55 runs" in problems[0] and "first 50" in problems[0]
+    assert ids == many[:300]
+    assert "305 runs" in problems[0] and "first 300" in problems[0]
 
 
 def test_many_runs_are_fetched_in_one_search_in_the_order_asked_and_unknown_ones_are_named(ids, use_module_store):

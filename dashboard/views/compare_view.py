@@ -14,7 +14,7 @@ from dashboard.views import gaps
 from dashboard.views.theme import empty_figure, run_colors, template
 from training import contract as C
 
-MAX_RUNS = 50  # a 3 x 3 x 5-seed grid fits; the curves stay readable grouped by config
+MAX_RUNS = 300  # a 30-config x 10-seed sweep fits; grouped by config it is 30 curves (benchmarks/sweep_latency.py)
 EPOCHS_TRAINED = "epochs trained"  # the metrics table's last column: the last step any curve reached
 CURVES = {  # metric key -> (chart title, y-axis title, is an accuracy)
     C.TRAIN_LOSS: ("Train loss", "loss (mean per example)", False),
