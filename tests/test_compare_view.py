@@ -138,3 +138,14 @@ def test_ema_skips_nan_and_inf_leaving_gaps_and_the_rest_as_if_they_were_never_l
     got = V.ema([1.0, float("nan"), 2.0, float("inf"), 3.0], 0.6)
     np.testing.assert_allclose(got[[0, 2, 4]], clean)
     assert np.isnan(got[1]) and np.isnan(got[3])
+
+
+def test_the_curve_note_counts_each_runs_nan_and_inf_and_a_clean_curve_has_none(ids, use_module_store):
+    nan, inf = float("nan"), float("inf")
+    bad = log_contract_run("bad", {**CURVES, "test_loss": [2.1, nan, inf], "test_acc": [0.1, nan, 0.8]})
+    worse = log_contract_run("worse", {**CURVES, "test_loss": [nan, nan, -inf]})
+    comp = V.load(f"{ids['a']},{bad},{worse}")
+    assert V.curve_note(comp, "test_loss") == ("5 logged values are not finite (NaN or ±inf), drawn as gaps "
+                                                "(bad: 2; worse: 3).")
+    assert V.curve_note(comp, "test_acc") == "1 logged value is not finite (NaN or ±inf), drawn as gaps (bad: 1)."
+    assert V.curve_note(comp, "train_loss") == ""
