@@ -43,12 +43,14 @@ TIMEOUT_MS = 300_000
 VIEWPORT = {"width": 1280, "height": 800}
 OURS_NAME_CELL = '#runs-grid .ag-cell[col-id="name"]'
 MLFLOW_NAME_CELL = '.ag-cell[col-id*="Run Name"]'
-# performance.now() once n distinct rows have a run-name cell with text, else false.
+# performance.now() once n distinct rows have a run-name cell with text, else false.  A row AG Grid is still
+# loading draws skeletons (no text); its loading classes are left out as well, should a version write a label.
 ROWS_SHOWN = """([cells, n]) => {
   const rows = new Set();
   for (const c of document.querySelectorAll(cells)) {
     const row = c.closest('[row-index]');
-    if (row && c.textContent.trim()) rows.add(row.getAttribute('row-index'));
+    const loading = c.closest('.ag-row-loading') || c.querySelector('.ag-loading, .ag-skeleton-container');
+    if (row && !loading && c.textContent.trim()) rows.add(row.getAttribute('row-index'));
   }
   return rows.size >= n ? performance.now() : false;
 }"""
