@@ -4,6 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dashboard.read import store
+from dashboard.views import runs_table as T
 from dashboard.views import runs_view as V
 from tests.conftest import log_contract_run
 
@@ -59,7 +60,7 @@ def test_a_filter_in_mlflow_syntax_selects_runs(ids, use_module_store):
 
 
 def test_table_rows_put_each_child_directly_under_its_grid_parent(frame, ids):
-    rows = V.table_rows(frame)
+    rows = T.table_rows(frame)
     order = [r["run_id"] for r in rows]
     p = order.index(ids["parent"])
     children = {ids["a0"], ids["a1"], ids["b"], ids["c"]}
@@ -72,7 +73,7 @@ def test_table_rows_put_each_child_directly_under_its_grid_parent(frame, ids):
 
 def test_table_rows_count_a_running_runs_duration_up_to_now(frame, ids):
     start = frame.set_index("run_id").loc[ids["running"], "start_time"]
-    rows = V.table_rows(frame, now=start + pd.Timedelta(seconds=42))
+    rows = T.table_rows(frame, now=start + pd.Timedelta(seconds=42))
     running = next(r for r in rows if r["run_id"] == ids["running"])
     assert running["status"] == "RUNNING" and running["duration_s"] == pytest.approx(42)
     assert V.any_running(frame)
@@ -84,16 +85,10 @@ def test_table_rows_carry_the_architecture_label_of_old_and_new_runs(frame, ids,
                            {"arch": "mlp", "arch_label": "mlp-784-30-10-relu", "sizes": "784,30,10"}, experiment="labels")
     old = log_contract_run("old style", {"test_acc": [0.1, 0.5]}, {"arch": "mlp-784-20-10-tanh"}, experiment="labels")
     exp = MlflowClient(use_module_store).get_experiment_by_name("labels").experiment_id
-    rows = {r["run_id"]: r for r in V.table_rows(V.load_runs(exp))}
+    rows = {r["run_id"]: r for r in T.table_rows(V.load_runs(exp))}
     assert rows[new]["arch_label"] == "mlp-784-30-10-relu"
     assert rows[old]["arch_label"] == "mlp-784-20-10-tanh"  # logged before arch_label: the label is in arch
-    assert next(r for r in V.table_rows(frame) if r["run_id"] == ids["foreign"])["arch_label"] is None
-
-
-def test_group_children_keeps_sorted_order_within_each_level():
-    rows = [{"run_id": "c1", "parent": "p"}, {"run_id": "x", "parent": None}, {"run_id": "p", "parent": None},
-            {"run_id": "c2", "parent": "p"}]
-    assert [r["run_id"] for r in V.group_children(rows)] == ["x", "p", "c1", "c2"]
+    assert next(r for r in T.table_rows(frame) if r["run_id"] == ids["foreign"])["arch_label"] is None
 
 
 def test_varying_params_are_sweep_axes_only(frame):

@@ -20,7 +20,7 @@ from dashboard.analytics import param_importance as P
 from dashboard.analytics import search_study as S
 from dashboard.loaders import search_trials as L
 from dashboard.read import cache, store
-from dashboard.views import runs_view
+from dashboard.views import runs_table, runs_view
 from dashboard.views.sweep import search_review as R
 from dashboard.views.sweep import sweep_importance as I
 from tests.conftest import REPO, log_contract_run, sqlite_uri
@@ -136,7 +136,7 @@ def test_filtering_the_runs_page_on_the_pruned_tag_selects_exactly_the_pruned_tr
     exp = store.get_run(parent).info.experiment_id
     frame = runs_view.load_runs(exp, f"tags.`{C.TAG_SEARCH_STATE}` = '{C.SEARCH_PRUNED}'")
     assert set(frame["run_id"]) == {t.run_id for t in loaded.trials if t.state == C.SEARCH_PRUNED}
-    rows = {r["run_id"]: r for r in runs_view.table_rows(runs_view.load_runs(exp))}
+    rows = {r["run_id"]: r for r in runs_table.table_rows(runs_view.load_runs(exp))}
     assert rows[parent]["href"] == f"/search/{parent}"  # the runs page opens a search's review
     assert all(rows[t.run_id]["href"] == f"/runs/{t.run_id}" for t in loaded.trials)
 

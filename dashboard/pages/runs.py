@@ -4,22 +4,28 @@ The URL holds the view (`/?experiment=<id>&filter=<mlflow filter>`), so a reload
 back/forward shows the same runs.  While any shown run is RUNNING, an Interval refreshes the
 table and figures; it switches itself off when none are.
 """
+import os
 from urllib.parse import urlencode
 
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
-from dashboard.read import store
+from dashboard.read import cache, store
+from dashboard.views import compare_view
+from dashboard.views import runs_table as T
 from dashboard.views import runs_view as V
 from dashboard.views import widgets
+from dashboard.views.theme import empty_figure
 from dashboard.views.sweep import sweep_importance as I
 from dashboard.views.sweep import sweep_select as S
 from training import contract as C
 
 dash.register_page(__name__, path="/", title="Runs · MNIST Lab")
 
-LIVE_MS = 3000
+LIVE_MS = 3000  # while a run of the view is RUNNING
+READ_POLL_MS = 500  # while the view is read: progress, then the figures as soon as it is done
+BLOCK = 100  # rows per request as the table scrolls
 FILTER_EXAMPLE = "params.lr = '3.0' and metrics.test_acc > 0.9"
 HEADERS = {C.PARAM_ACTIVATION: "act.", C.PARAM_OPTIMIZER: "optim.", C.PARAM_BATCH_SIZE: "batch"}  # the rest: the name
 NARROW = (C.PARAM_LR, C.PARAM_SEED, C.PARAM_BATCH_SIZE, C.PARAM_EPOCHS)  # columns of short numbers
@@ -51,6 +57,8 @@ def _columns(searches: bool = False) -> list[dict]:
 
 
 def layout(experiment: str | None = None, filter: str | None = None, **_query):  # noqa: A002 (URL key)
+    """The page at once, with no run read but a one-run search that checks the filter: the table asks for
+    its rows (`rows`), and the figures follow once the view is read (`refresh`)."""
     try:
         exps = store.experiments()
     except store.StoreError as e:  # an unreachable store is the user's to fix, not a traceback
@@ -58,11 +66,18 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
     ids = [e["id"] for e in exps]
     exp_id = experiment if experiment in ids else (ids[0] if ids else None)
     filter_string = filter or ""
-    frame, message = _load(exp_id, filter_string)
+    message = "" if exp_id else "The store has no experiments yet."
+    if exp_id:
+        try:
+            store.search_page([exp_id], filter_string, 1)
+        except store.StoreError as e:
+            message = str(e)
     if experiment and experiment not in ids:
         message = f"Experiment '{experiment[:64]}' is not in the store; showing '{exps[0]['name']}'." if exps else message
-    params = V.varying_params(frame)
-    x, y = V.default_axes(params)
+    v = V.view(exp_id, filter_string) if exp_id and not message else None
+    frame = v.frame if v is not None and v.ready else None
+    empty = V.add_summaries(store.runs_frame([]), store.metric_histories([], []))
+    shown = frame if frame is not None else empty
     return html.Div([
         html.H2("Runs"),
         html.Div([
@@ -71,53 +86,75 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                      style={"width": "240px"}),
             dcc.Input(id="runs-filter", type="text", value=filter_string, debounce=True, className="filter-input grow",
                       placeholder=f"MLflow filter, e.g. {FILTER_EXAMPLE}  (Enter to apply)"),
+            dcc.Checklist(id="runs-all", options=[{"label": " all of this view", "value": "all"}], value=[],
+                          className="small", inputStyle={"marginRight": "4px"}),
             dcc.Link("Compare", id="runs-compare", href="/compare", className="button button-primary button-disabled"),
         ], className="row"),
         widgets.message(message, "error", id="runs-message"),
-        html.Div(id="runs-summary", className="muted small", children=_summary(frame)),
-        dag.AgGrid(id="runs-grid", columnDefs=_columns(V.has_search_trials(frame)) + _summary_columns(frame), rowData=V.table_rows(frame),
-                   getRowId="params.data.run_id",
+        html.Div(id="runs-summary", className="muted small",
+                 children=_summary(frame) if frame is not None else ("" if message else "Reading the runs…")),
+        dag.AgGrid(id="runs-grid", columnDefs=_columns(V.has_search_trials(shown)) + _summary_columns(shown),
+                   rowModelType="infinite", getRowId="params.data.run_id",
                    defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
-                   dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": True,
+                   dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": False,
                                                      "enableClickSelection": False},
-                                    "postSortRows": {"function": "keepChildrenUnderParents(params)"},
+                                    # Blocks of BLOCK rows, asked of the server as the table scrolls.
+                                    "cacheBlockSize": BLOCK, "maxConcurrentDatasourceRequests": 2,
+                                    "infiniteInitialRowCount": 1,
                                     "tooltipShowDelay": 600, "animateRows": False,
                                     # One Tab stop, as WAI-ARIA's grid pattern has it: arrows move inside, Space
                                     # ticks a row, and Tab leaves (AG Grid's default walks every cell first).
                                     "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}},
-                   style=_grid_style(len(frame)), className="card"),
+                   style=_grid_style(len(frame) if frame is not None else 12), className="card"),
+        dcc.Store(id="runs-version", data=_version(v) if frame is not None else None),
+        dcc.Store(id="runs-first", data=False),  # whether the table shows rows from before the view was read
         html.H3("Grid review"),
-        html.Div([widgets.graph(V.parallel_figure(frame, params), "runs-parallel"),
-                  html.Div(_notes(frame, params), id="runs-parallel-note"),
+        html.Div(_review(shown, frame is None and not message), id="runs-review"),
+        dcc.Interval(id="runs-live", interval=READ_POLL_MS, disabled=bool(message)),
+    ])
+
+
+def _review(frame, reading: bool) -> list:
+    """The grid-review cards: parallel coordinates, the heatmap and the importance section (placeholders
+    while the view is read; `refresh` fills them in)."""
+    params = V.varying_params(frame)
+    x, y = V.default_axes(params)
+    wait = empty_figure("Reading the runs: the figures follow once every run of this view is read.", height=340)
+    return [
+        html.Div([widgets.graph(wait if reading else V.parallel_figure(frame, params), "runs-parallel"),
+                  html.Div([] if reading else _notes(frame, params), id="runs-parallel-note"),
                   dcc.Store(id="runs-parallel-brush", data={}),
                   html.Div(id="runs-parallel-selection", className="small")], className="card"),
         html.Div([
             html.Div([
                 html.Span("Heatmap:", className="muted"),
                 dcc.Dropdown(id="runs-heat-metric", clearable=False, style={"width": "210px"},
-                             options=V.metric_options(frame),
-                             value="final_test_acc"),
+                             options=V.metric_options(frame), value="final_test_acc"),
                 html.Span("by y", className="muted"),
                 dcc.Dropdown(id="runs-heat-y", options=params, value=y, clearable=False, style={"width": "150px"}),
                 html.Span("and x", className="muted"),
                 dcc.Dropdown(id="runs-heat-x", options=params, value=x, clearable=False, style={"width": "150px"}),
             ], className="row small"),
-            widgets.graph(V.heatmap_figure(frame, x, y), "runs-heatmap"),
-            html.Div(_notes(frame, [x, y]), id="runs-heatmap-note"),
+            widgets.graph(wait if reading else V.heatmap_figure(frame, x, y), "runs-heatmap"),
+            html.Div([] if reading else _notes(frame, [x, y]), id="runs-heatmap-note"),
         ], className="card"),
         html.Div([html.H4("Which hyperparameters matter? (for the heatmap's metric)", style={"marginTop": 0}),
-                  html.Div(I.section(frame, "final_test_acc"), id="runs-importance")], className="card"),
-        dcc.Interval(id="runs-live", interval=LIVE_MS, disabled=not V.any_running(frame)),
-    ])
+                  html.Div([] if reading else I.section(frame, "final_test_acc"), id="runs-importance")],
+                 className="card"),
+    ]
 
 
-def _load(experiment_id, filter_string):
-    if experiment_id is None:
-        return V.add_summaries(store.runs_frame([]), store.metric_histories([], [])), "The store has no experiments yet."
-    try:
-        return V.load_runs(experiment_id, filter_string), ""
-    except store.StoreError as e:
-        return V.add_summaries(store.runs_frame([]), store.metric_histories([], [])), str(e)
+def _version(v) -> str:
+    """What the page last drew, as this worker has it: each gunicorn worker keeps its own view."""
+    return f"{os.getpid()}:{v.version}"
+
+
+def _frame(experiment_id, filter_string):
+    """The view's frame for a callback after the page drew it: read now if this worker has not yet."""
+    v = V.view(experiment_id, filter_string or "", wait=True)
+    if v.error:
+        raise store.StoreError(v.error)
+    return v.frame
 
 
 def _notes(frame, params: list, metric: str = "final_test_acc") -> list:
@@ -137,7 +174,7 @@ def _summary(frame) -> str:
     if frame.empty:
         return "No runs match."
     running = int((frame["status"] == C.STATUS_RUNNING).sum())
-    return f"{len(frame)} runs" + (f", {running} running (updating live)" if running else "") + ". Tick runs, then Compare."
+    return f"{len(frame):,} runs" + (f", {running} running (updating live)" if running else "") + ". Tick runs, then Compare."
 
 
 @callback(Output("_pages_location", "search", allow_duplicate=True),
@@ -152,36 +189,111 @@ def put_view_in_url(experiment_id, filter_string, search):
     return no_update if new == search else new
 
 
+@callback(Output("runs-grid", "getRowsResponse"), Output("runs-first", "data"),
+          Input("runs-grid", "getRowsRequest"), State("runs-experiment", "value"), State("runs-filter", "value"),
+          prevent_initial_call=True)
+def rows(request, experiment_id, filter_string):
+    """One block of the table, sorted here: from the view once it is read, else from one MLflow search page."""
+    if not request:
+        return no_update, no_update
+    if not experiment_id:
+        return {"rowData": [], "rowCount": 0}, False
+    start, end = int(request.get("startRow") or 0), int(request.get("endRow") or BLOCK)
+    sort_model = request.get("sortModel") or None
+    v = V.view(experiment_id, filter_string or "")
+    if v.error:
+        return {"rowData": [], "rowCount": 0}, False
+    if v.ready:
+        frame = _ordered(v, sort_model)
+        return {"rowData": T.rows(frame.iloc[start:end]), "rowCount": len(frame)}, False
+    try:
+        first, complete = T.first_rows(experiment_id, filter_string or "", sort_model, end)
+    except store.StoreError:
+        return {"rowData": [], "rowCount": 0}, False
+    return {"rowData": first[start:end], "rowCount": len(first) if complete else -1}, True
+
+
+_orders = cache.LRU(8)  # (view, version, sort) -> the view's frame through family, sorted
+
+
+def _ordered(v, sort_model):
+    key = (v.key, v.version, repr(sort_model))
+    hit = _orders.get(key)
+    if hit is None:
+        hit = _orders.put(key, T.order(T.family(v.frame), sort_model))
+    return hit
+
+
+@callback(Output("runs-version", "data"), Output("runs-summary", "children"), Output("runs-live", "interval"),
+          Output("runs-live", "disabled"), Output("runs-message", "children"), Output("runs-grid", "columnDefs"),
+          Output("runs-grid", "style"), Output("runs-parallel", "figure"), Output("runs-parallel-note", "children"),
+          Output("runs-heat-x", "options"), Output("runs-heat-x", "value"), Output("runs-heat-y", "options"),
+          Output("runs-heat-y", "value"), Output("runs-heat-metric", "options"),
+          Output("runs-heatmap", "figure", allow_duplicate=True),
+          Output("runs-heatmap-note", "children", allow_duplicate=True),
+          Output("runs-importance", "children", allow_duplicate=True),
+          Input("runs-live", "n_intervals"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), State("runs-version", "data"),
+          State("runs-first", "data"), State("runs-heat-x", "value"), State("runs-heat-y", "value"),
+          State("runs-heat-metric", "value"), prevent_initial_call=True)
+def refresh(_n, experiment_id, filter_string, shown, first, x, y, metric):
+    """While the view is read: its progress.  Once read, and whenever it changes (a run starts or ends): the
+    figures, the count, and a new version, on which the table fetches its blocks again (keeping its scroll)."""
+    keep = (no_update,) * 12
+    if not experiment_id:
+        return no_update, no_update, no_update, True, no_update, *keep
+    v = V.view(experiment_id, filter_string or "", refresh=True)
+    if v.error:
+        return no_update, "", no_update, True, v.error, *keep
+    if not v.ready:
+        return no_update, f"Reading the runs… {v.progress:,} so far.", READ_POLL_MS, False, no_update, *keep
+    frame, live = v.frame, V.any_running(v.frame)
+    if _version(v) == shown and not first:
+        return no_update, _summary(frame), LIVE_MS, not live, no_update, *keep
+    params = V.varying_params(frame)
+    if x not in params or y not in params:
+        x, y = V.default_axes(params)
+    metric = metric if metric in frame.columns else "final_test_acc"
+    return (_version(v), _summary(frame), LIVE_MS, not live, no_update,
+            _columns(V.has_search_trials(frame)) + _summary_columns(frame), _grid_style(len(frame)),
+            V.parallel_figure(frame, params), _notes(frame, params), params, x, params, y, V.metric_options(frame),
+            V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric), I.section(frame, metric))
+
+
+# A new version of the view: the table asks for its blocks again, where it is scrolled to.
+clientside_callback(
+    """function (version) {
+        if (version) { dash_ag_grid.getApiAsync("runs-grid").then((api) => api.refreshInfiniteCache()); }
+        return window.dash_clientside.no_update;
+    }""",
+    Output("runs-grid", "id"), Input("runs-version", "data"), prevent_initial_call=True)
+
+
 @callback(Output("runs-compare", "href"), Output("runs-compare", "className"), Output("runs-compare", "children"),
-          Input("runs-grid", "selectedRows"))
-def compare_link(selected):
-    ids = [r["run_id"] for r in selected or [] if not r.get("is_parent")]
-    enabled = "button button-primary" + ("" if ids else " button-disabled")
-    return ("/compare?runs=" + ",".join(ids) if ids else "/compare"), enabled, (f"Compare {len(ids)}" if ids else "Compare")
+          Input("runs-grid", "selectedRows"), Input("runs-all", "value"),
+          State("runs-experiment", "value"), State("runs-filter", "value"))
+def compare_link(selected, everything, experiment_id, filter_string):
+    """The ticked runs; with "all of this view", every run the filter selects (the compare page takes the
+    first of them it can show), not only the rows loaded so far."""
+    if everything and experiment_id:
+        frame = _ordered(V.view(experiment_id, filter_string or "", wait=True), None)
+        ids = [] if frame is None or frame.empty else \
+            frame.loc[~frame["is_grid_parent"].fillna(False).astype(bool), "run_id"].tolist()
+        shown = ids[:compare_view.MAX_RUNS]
+        label = f"Compare {len(shown)}" + (f" of {len(ids):,}" if len(ids) > len(shown) else "")
+    else:
+        shown = [r["run_id"] for r in selected or [] if not r.get("is_parent")]
+        label = f"Compare {len(shown)}" if shown else "Compare"
+    enabled = "button button-primary" + ("" if shown else " button-disabled")
+    return ("/compare?runs=" + ",".join(shown) if shown else "/compare"), enabled, label
 
 
 @callback(Output("runs-heatmap", "figure"), Output("runs-heatmap-note", "children"),
           Input("runs-heat-x", "value"), Input("runs-heat-y", "value"), Input("runs-heat-metric", "value"),
           State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
 def heatmap(x, y, metric, experiment_id, filter_string):
-    frame, _ = _load(experiment_id, filter_string or "")
+    frame = _frame(experiment_id, filter_string)
     return V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric)
-
-
-@callback(Output("runs-grid", "rowData"), Output("runs-parallel", "figure"), Output("runs-heatmap", "figure",
-                                                                                     allow_duplicate=True),
-          Output("runs-summary", "children"), Output("runs-live", "disabled"), Output("runs-grid", "style"),
-          Output("runs-parallel-note", "children"), Output("runs-heatmap-note", "children", allow_duplicate=True),
-          Input("runs-live", "n_intervals"),
-          State("runs-experiment", "value"), State("runs-filter", "value"),
-          State("runs-heat-x", "value"), State("runs-heat-y", "value"), State("runs-heat-metric", "value"),
-          prevent_initial_call=True)
-def live(_n, experiment_id, filter_string, x, y, metric):
-    frame, _ = _load(experiment_id, filter_string or "")
-    params = V.varying_params(frame)
-    return (V.table_rows(frame), V.parallel_figure(frame, params), V.heatmap_figure(frame, x, y, metric),
-            _summary(frame), not V.any_running(frame), _grid_style(len(frame)), _notes(frame, params),
-            _notes(frame, [x, y], metric))
 
 
 @callback(Output("_pages_location", "href", allow_duplicate=True), Input("runs-heatmap", "clickData"),
@@ -197,7 +309,7 @@ def open_cell(click):
 def brushed(restyle, kept, experiment_id, filter_string):
     """Brushes on the parallel coordinates list the runs they keep, each a link (parcoords has no clicks)."""
     constraints = S.merge_constraints(kept, restyle)
-    frame, _ = _load(experiment_id, filter_string or "")
+    frame = _frame(experiment_id, filter_string)
     ids = S.selected_runs(frame, V.varying_params(frame), constraints)
     return constraints, _selection(frame, ids)
 
@@ -220,5 +332,5 @@ def _selection(frame, ids):
 @callback(Output("runs-importance", "children"), Input("runs-heat-metric", "value"),
           State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
 def importance(metric, experiment_id, filter_string):
-    frame, _ = _load(experiment_id, filter_string or "")
+    frame = _frame(experiment_id, filter_string)
     return I.section(frame, metric)

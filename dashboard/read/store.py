@@ -107,10 +107,12 @@ SEARCH_TTL_S = 30.0
 _search_cache = cache.LRU(64)  # (experiment ids, filter) -> (time, newest run id, runs)
 
 
-def _search(experiment_ids, filter_string, max_results, token=None):
+def search_page(experiment_ids, filter_string, max_results, token=None, order_by=None):
+    """One page of MLflow's search (a PagedList: its `.token` asks for the next), newest first unless
+    `order_by` says otherwise.  A bad filter or order raises StoreError with MLflow's own message."""
     try:
         return client().search_runs(experiment_ids, filter_string or "", ViewType.ACTIVE_ONLY, max_results=max_results,
-                                    order_by=["attributes.start_time DESC"], page_token=token)
+                                    order_by=order_by or ["attributes.start_time DESC"], page_token=token)
     except MlflowException as e:
         raise StoreError(f"bad filter: {e.message}") from None
 
@@ -125,12 +127,12 @@ def search_runs(experiment_ids: list[str], filter_string: str = "") -> list:
     key = (tuple(experiment_ids), filter_string or "")
     hit = _search_cache.get(key)
     if hit and time.monotonic() - hit[0] < SEARCH_TTL_S:
-        newest = _search(experiment_ids, filter_string, 1)
+        newest = search_page(experiment_ids, filter_string, 1)
         if [r.info.run_id for r in newest] == hit[1]:
             return list(hit[2])
     runs, token = [], None
     while len(runs) < MAX_RUNS:
-        page = _search(experiment_ids, filter_string, MAX_RUNS - len(runs), token)
+        page = search_page(experiment_ids, filter_string, MAX_RUNS - len(runs), token)
         runs.extend(page)
         token = page.token
         if not token:

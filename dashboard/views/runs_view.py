@@ -1,7 +1,8 @@
-"""What the runs page shows: a frame of runs, the table's rows, and the grid-review figures.
+"""What the runs page shows: a frame of runs and the grid-review figures (the table's rows: runs_table).
 
-`load_runs` is the only function here that reads the store; the rest are pure
-functions of its frame, so they are unit-tested without a server.
+`load_runs`, `view` and `frame_of` read the store; the rest are pure functions of a frame, so they are
+unit-tested without a server.  The figures stay readable at 100,000 runs: the parallel coordinates draw
+a random PARALLEL_MAX of them and say so, and a heatmap cell lists at most CELL_RUNS_MAX of its runs.
 """
 import math
 from dataclasses import fields
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.read import store
+from dashboard.read import run_index, store
 from dashboard.views.theme import SEQUENTIAL, empty_figure, template
 from training import contract as C
 from training.config import RunConfig
@@ -26,6 +27,8 @@ NUMERIC_PARAMS = tuple(f.name for f in fields(RunConfig) if f.type in (int, floa
 SUMMARY_LABELS = {"class_selective": "class-selective units", "feature_selective": "feature-selective units",
                   "dead": "dead units", "mean_si": "mean selectivity index",
                   "critical": "critical units (ablation ≥ 1 point)"}
+PARALLEL_MAX = 2_000  # lines; more are a solid band, and slow to draw and to brush
+CELL_RUNS_MAX = 100  # run ids a heatmap cell carries for its click (the compare page shows at most 50 anyway)
 METRICS = {  # column -> (label, higher is better)
     "final_test_acc": ("final test accuracy", True),
     C.BEST_TEST_ACC: ("best test accuracy", True),
@@ -35,16 +38,25 @@ METRICS = {  # column -> (label, higher is better)
 
 
 def load_runs(experiment_id: str, filter_string: str = "") -> pd.DataFrame:
-    """Runs of one experiment matching the filter, with final and best test_acc.  StoreError on a bad filter.
+    """Runs of one experiment matching the filter, with final and best test_acc.  StoreError on a bad filter."""
+    return frame_of(store.search_runs([experiment_id], filter_string or ""))
+
+
+def view(experiment_id: str, filter_string: str = "", wait: bool = False, refresh: bool = False) -> run_index.View:
+    """The runs page's view of one experiment and filter (dashboard.read.run_index): read in the background
+    (wait: until read), and with `refresh` brought up to date with the runs that started or ended."""
+    return run_index.get([experiment_id], filter_string or "", frame_of, wait=wait, update=refresh)
+
+
+def frame_of(runs: list) -> pd.DataFrame:
+    """Runs as the runs page's frame: store.runs_frame with final and best test_acc (add_summaries).
 
     A run logs its running best (contract BEST_TEST_ACC, BEST_EPOCH), which the search already returns; only
     runs from before that, or from other tools, have their test_acc history read, so 10,000 runs on a
     tracking server cost no request per run.
     """
-    runs = store.search_runs([experiment_id], filter_string or "")
-    frame = store.runs_frame(runs)
     older = [r for r in runs if C.BEST_TEST_ACC not in r.data.metrics]
-    return add_summaries(frame, store.metric_histories(older, [C.TEST_ACC]))
+    return add_summaries(store.runs_frame(runs), store.metric_histories(older, [C.TEST_ACC]))
 
 
 def add_summaries(frame: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -72,72 +84,8 @@ def any_running(frame: pd.DataFrame) -> bool:
     return bool(not frame.empty and (frame["status"] == C.STATUS_RUNNING).any())
 
 
-def table_rows(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> list[dict]:
-    """Rows for the AG Grid, each child directly after its grid parent (the grid keeps that order when sorting).
-
-    A parent shows its children's count and their best test accuracy; a running run's duration counts up to `now`.
-    """
-    if frame.empty:
-        return []
-    now = now if now is not None else pd.Timestamp.now("UTC").tz_localize(None)
-    ids = set(frame["run_id"])
-    rows, summaries = [], summary_columns(frame)
-    for r in frame.to_dict("records"):
-        parent = r.get("parent_run_id") if r.get("parent_run_id") in ids else None
-        duration = r.get("duration_s")
-        if (duration is None or _nan(duration)) and r["status"] == C.STATUS_RUNNING and not pd.isna(r["start_time"]):
-            duration = (now - r["start_time"]).total_seconds()
-        row = {"run_id": r["run_id"], "name": r.get("name") or r["run_id"][:8], "status": r["status"],
-               "parent": parent, "is_parent": bool(r.get("is_grid_parent")),
-               # A search's parent opens its review (pages/search.py); every other run, its run page.
-               "href": f"/search/{r['run_id']}" if r.get("is_search_parent") is True else f"/runs/{r['run_id']}",
-               "search_state": search_state(r.get("search_state"), r.get("search_pruned_at")),
-               "final_test_acc": _num(r.get("final_test_acc")), C.BEST_TEST_ACC: _num(r.get(C.BEST_TEST_ACC)),
-               C.BEST_EPOCH: _num(r.get(C.BEST_EPOCH)),
-               "duration_s": None if duration is None or _nan(duration) else float(duration),
-               "start_time": None if pd.isna(r["start_time"]) else r["start_time"].strftime("%Y-%m-%d %H:%M:%S")}
-        params = {p: v for p in (*KEY_PARAMS, C.PARAM_ARCH, C.PARAM_ARCH_LABEL)
-                  if (v := r.get(f"params.{p}")) is not None and not _nan(v)}
-        row.update({p: params.get(p) for p in KEY_PARAMS})
-        row[C.PARAM_ARCH_LABEL] = store.arch_label(params)
-        row.update({summary_field(c): _num(r.get(c)) for c in summaries})
-        rows.append(row)
-    by_id = {row["run_id"]: row for row in rows}
-    for row in rows:
-        if row["parent"]:
-            p = by_id[row["parent"]]
-            p["n_children"] = p.get("n_children", 0) + 1
-            if row[C.BEST_TEST_ACC] is not None:
-                p[C.BEST_TEST_ACC] = max(p[C.BEST_TEST_ACC] or 0.0, row[C.BEST_TEST_ACC])
-    return group_children(rows)
-
-
-def search_state(state, pruned_at) -> str | None:
-    """A search trial's state as the table shows it ("pruned at 3"); None for any other run.  Tags are
-    untrusted text: a state outside the contract's is shown as nothing rather than as whatever it says."""
-    if state not in C.SEARCH_STATES:
-        return None
-    if state == C.SEARCH_PRUNED and isinstance(pruned_at, str) and pruned_at.isascii() and pruned_at.isdigit():
-        return f"{state} at {int(pruned_at)}"
-    return state
-
-
 def has_search_trials(frame: pd.DataFrame) -> bool:
     return "search_state" in frame and bool(frame["search_state"].isin(C.SEARCH_STATES).any())
-
-
-def group_children(rows: list[dict]) -> list[dict]:
-    """Each parent followed by its children, in their given order; the same rule the browser applies after sorting."""
-    children: dict[str, list] = {}
-    for row in rows:
-        if row.get("parent"):
-            children.setdefault(row["parent"], []).append(row)
-    out = []
-    for row in rows:
-        if not row.get("parent"):
-            out.append(row)
-            out.extend(children.get(row["run_id"], []))
-    return out
 
 
 def varying_params(frame: pd.DataFrame) -> list[str]:
@@ -164,6 +112,10 @@ def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final
     runs, _ = usable_runs(frame, params, metric)
     if runs.empty:
         return empty_figure("No run in this view can be drawn: see the note below.", height=340)
+    drawn = f"{len(runs)} runs"
+    if len(runs) > PARALLEL_MAX:
+        drawn = f"a random {PARALLEL_MAX:,} of {len(runs):,} runs"
+        runs = runs.sample(PARALLEL_MAX, random_state=0)
     dims = [dimension(runs[f"params.{p}"], p) for p in params]
     dims += [dict(label=lab, values=runs[col].astype(float)) for col, lab in summary_axes(runs)]
     label = metric_info(metric)[0]
@@ -174,7 +126,7 @@ def parallel_figure(frame: pd.DataFrame, params: list[str], metric: str = "final
                   colorbar=dict(title=dict(text=label), tickformat=".0%")),
         dimensions=dims, labelangle=0, labelside="top"))
     fig.update_layout(template=template(), height=360, margin=dict(l=70, r=40, t=90, b=28),
-                      title=dict(text=f"Params → {label} ({len(runs)} runs); drag along an axis to filter", y=0.97))
+                      title=dict(text=f"Params → {label} ({drawn}); drag along an axis to filter", y=0.97))
     return fig
 
 
@@ -257,9 +209,9 @@ def cell_text(mean, sd, n, is_acc: bool) -> str:
 
 
 def cell_runs(runs: pd.DataFrame, x: str, y: str, xs: list, ys: list) -> list[list[str]]:
-    """Per heatmap cell, the comma-joined ids of its runs (what a click on the cell opens)."""
+    """Per heatmap cell, the comma-joined ids of its runs, at most CELL_RUNS_MAX (what a click on the cell opens)."""
     ids = runs.assign(_x=runs[f"params.{x}"].fillna("—"), _y=runs[f"params.{y}"].fillna("—")) \
-        .groupby(["_y", "_x"])["run_id"].agg(",".join)
+        .groupby(["_y", "_x"])["run_id"].agg(lambda ids: ",".join(ids.iloc[:CELL_RUNS_MAX]))
     return [[ids.get((yv, xv), "") for xv in xs] for yv in ys]
 
 
@@ -336,11 +288,3 @@ def _ordered(values) -> list:
         return sorted(distinct, key=float)
     except (TypeError, ValueError):
         return sorted(distinct, key=str)
-
-
-def _num(v):
-    return None if v is None or _nan(v) or not math.isfinite(float(v)) else float(v)
-
-
-def _nan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)
