@@ -88,20 +88,22 @@ def history(config, rng) -> list[tuple[int, dict[str, float]]]:
     return steps
 
 
-_client = None
+_client, _parent = None, None
 
 
 def _worker_init(uri: str) -> None:
-    global _client
+    global _client, _parent
     from mlflow.tracking import MlflowClient
-    _client = MlflowClient(uri)
+    _client, _parent = MlflowClient(uri), os.getppid()
 
 
 def log_runs(indices: list[int], experiments: list[tuple[str, str]], epochs: int) -> int:
     """Log runs `indices` (each fully, then FINISHED) into experiments [(id, name)]; returns how many."""
     import numpy as np
     from mlflow.entities import Metric, Param, RunTag
-    for i in indices:
+    for n, i in enumerate(indices):
+        if os.getppid() != _parent:  # the main process was killed: stop, or a resumed call would log these twice
+            return n
         exp_id, exp_name = experiments[experiment_of(i, len(experiments))]
         config = config_of(i, exp_name, epochs)
         rng = np.random.default_rng(i)
@@ -133,14 +135,16 @@ def open_experiments(client, k: int) -> list[tuple[str, str]]:
 
 
 def finished_hashes(client, experiment_ids: list[str]) -> set[str]:
-    """Config hashes of the FINISHED runs; runs of any other status (an interrupted call's) are deleted."""
+    """Config hashes of the FINISHED runs.  Runs of any other status (an interrupted call's) are deleted, and so
+    is a second FINISHED run of one config (a worker that outlived its killed call), so each config counts once."""
     from mlflow.entities import ViewType
     done, token = set(), None
     while True:
         page = client.search_runs(experiment_ids, "", ViewType.ACTIVE_ONLY, max_results=50_000, page_token=token)
         for run in page:
-            if run.info.status == C.STATUS_FINISHED:
-                done.add(run.data.tags.get(C.TAG_CONFIG_HASH))
+            digest = run.data.tags.get(C.TAG_CONFIG_HASH)
+            if run.info.status == C.STATUS_FINISHED and digest not in done:
+                done.add(digest)
             else:
                 client.delete_run(run.info.run_id)
         token = page.token
