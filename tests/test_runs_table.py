@@ -91,6 +91,7 @@ def test_the_first_rows_come_from_one_mlflow_page_in_the_same_order(ids, use_mod
 
 def test_a_view_is_read_once_then_brought_up_to_date_with_new_and_ending_runs(ids, use_module_store, monkeypatch):
     cache.clear()
+    monkeypatch.setattr(run_index, "UPDATE_MIN_S", 0.0)  # each call below updates (the page's burst rule off)
     running = log_contract_run("training", {"test_acc": [0.1]}, params(2.0, 10), experiment="table", status="RUNNING")
     v = V.view(ids["experiment"], "", wait=True)
     assert v.ready and len(v.frame) == 7 and V.any_running(v.frame)

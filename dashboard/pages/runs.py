@@ -200,7 +200,9 @@ def rows(request, experiment_id, filter_string):
         return {"rowData": [], "rowCount": 0}, False
     start, end = int(request.get("startRow") or 0), int(request.get("endRow") or BLOCK)
     sort_model = request.get("sortModel") or None
-    v = V.view(experiment_id, filter_string or "")
+    # Brought up to date here too: with several gunicorn workers, the worker that answers a block is not
+    # always the one whose `refresh` saw a run end, and a block from a stale view would show it RUNNING.
+    v = V.view(experiment_id, filter_string or "", refresh=True)
     if v.error:
         return {"rowData": [], "rowCount": 0}, False
     if v.ready:

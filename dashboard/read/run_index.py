@@ -27,6 +27,7 @@ PAGE = 10_000  # runs per search while building: their Run objects live only unt
 REREAD_S = 30.0  # as store.search_runs' cache: a deleted or renamed run shows within this
 MAX_VIEWS = 8
 SYNC_BUILD_S = 1.0  # a view that was read this fast is re-read in the request, not in the background
+UPDATE_MIN_S = 0.25  # the table asks for its blocks in a burst (ms apart): one incremental update serves it
 
 
 @dataclass
@@ -37,6 +38,7 @@ class View:
     version: int = 0
     read_at: float = 0.0  # monotonic time the last full read began
     read_s: float = 0.0
+    updated_at: float = 0.0  # monotonic time of the last incremental update
     progress: int = 0  # runs read so far by the read under way
     error: str | None = None
     reading: bool = False
@@ -72,7 +74,7 @@ def get(experiment_ids: list[str], filter_string: str, build: Callable[[list], p
                 time.sleep(0.05)
         else:
             _start_read(v, build)
-    if update and v.ready:
+    if update and v.ready and time.monotonic() - v.updated_at >= UPDATE_MIN_S:
         if time.monotonic() - v.read_at > REREAD_S and not v.reading:
             if v.read_s <= SYNC_BUILD_S:
                 _read(v, build)
@@ -121,7 +123,7 @@ def _read(v: View, build, claimed: bool = False) -> None:
 def _update(v: View, build) -> None:
     """Merge in the runs that started since the newest seen and the ones that were running."""
     experiment_ids, filter_string = v.key
-    frame = v.frame
+    frame, v.updated_at = v.frame, time.monotonic()
     clauses = []
     if not frame.empty and frame["start_time"].notna().any():
         newest_ms = int(frame["start_time"].max().value // 1_000_000)
