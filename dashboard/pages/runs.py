@@ -227,37 +227,46 @@ def _ordered(v, sort_model):
 
 
 @callback(Output("runs-version", "data"), Output("runs-summary", "children"), Output("runs-live", "interval"),
-          Output("runs-live", "disabled"), Output("runs-message", "children"), Output("runs-grid", "columnDefs"),
-          Output("runs-grid", "style"), Output("runs-parallel", "figure"), Output("runs-parallel-note", "children"),
-          Output("runs-heat-x", "options"), Output("runs-heat-x", "value"), Output("runs-heat-y", "options"),
-          Output("runs-heat-y", "value"), Output("runs-heat-metric", "options"),
+          Output("runs-live", "disabled"), Output("runs-message", "children"),
+          Input("runs-live", "n_intervals"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), State("runs-version", "data"),
+          State("runs-first", "data"), prevent_initial_call=True)
+def refresh(_n, experiment_id, filter_string, shown, first):
+    """While the view is read: its progress.  Once read, and whenever it changes (a run starts or ends): a new
+    version, on which the table fetches its blocks again (keeping its scroll) and `figures` draws.  Light on
+    purpose: Dash drops an answer once the Interval has fired again, so this must answer within a tick."""
+    if not experiment_id:
+        return no_update, no_update, no_update, True, no_update
+    v = V.view(experiment_id, filter_string or "", refresh=True)
+    if v.error:
+        return no_update, "", no_update, True, v.error
+    if not v.ready:
+        return no_update, f"Reading the runs… {v.progress:,} so far.", READ_POLL_MS, False, no_update
+    version = _version(v) + (":first" if first and shown == _version(v) else "")  # redraw rows from before the read
+    return (no_update if version == shown else version), _summary(v.frame), LIVE_MS, not V.any_running(v.frame), \
+        no_update
+
+
+@callback(Output("runs-grid", "columnDefs"), Output("runs-grid", "style"), Output("runs-parallel", "figure"),
+          Output("runs-parallel-note", "children"), Output("runs-heat-x", "options"), Output("runs-heat-x", "value"),
+          Output("runs-heat-y", "options"), Output("runs-heat-y", "value"), Output("runs-heat-metric", "options"),
           Output("runs-heatmap", "figure", allow_duplicate=True),
           Output("runs-heatmap-note", "children", allow_duplicate=True),
           Output("runs-importance", "children", allow_duplicate=True),
-          Input("runs-live", "n_intervals"),
-          State("runs-experiment", "value"), State("runs-filter", "value"), State("runs-version", "data"),
-          State("runs-first", "data"), State("runs-heat-x", "value"), State("runs-heat-y", "value"),
-          State("runs-heat-metric", "value"), prevent_initial_call=True)
-def refresh(_n, experiment_id, filter_string, shown, first, x, y, metric):
-    """While the view is read: its progress.  Once read, and whenever it changes (a run starts or ends): the
-    figures, the count, and a new version, on which the table fetches its blocks again (keeping its scroll)."""
-    keep = (no_update,) * 12
-    if not experiment_id:
-        return no_update, no_update, no_update, True, no_update, *keep
-    v = V.view(experiment_id, filter_string or "", refresh=True)
-    if v.error:
-        return no_update, "", no_update, True, v.error, *keep
-    if not v.ready:
-        return no_update, f"Reading the runs… {v.progress:,} so far.", READ_POLL_MS, False, no_update, *keep
-    frame, live = v.frame, V.any_running(v.frame)
-    if _version(v) == shown and not first:
-        return no_update, _summary(frame), LIVE_MS, not live, no_update, *keep
+          Input("runs-version", "data"),
+          State("runs-experiment", "value"), State("runs-filter", "value"), State("runs-heat-x", "value"),
+          State("runs-heat-y", "value"), State("runs-heat-metric", "value"), prevent_initial_call=True)
+def figures(_version_shown, experiment_id, filter_string, x, y, metric):
+    """The grid review and the table's columns, from the view as it is now."""
+    try:
+        frame = _frame(experiment_id, filter_string)
+    except store.StoreError:
+        return (no_update,) * 12
     params = V.varying_params(frame)
     if x not in params or y not in params:
         x, y = V.default_axes(params)
     metric = metric if metric in frame.columns else "final_test_acc"
-    return (_version(v), _summary(frame), LIVE_MS, not live, no_update,
-            _columns(V.has_search_trials(frame)) + _summary_columns(frame), _grid_style(len(frame)),
+    return (_columns(V.has_search_trials(frame)) + _summary_columns(frame), _grid_style(len(frame)),
             V.parallel_figure(frame, params), _notes(frame, params), params, x, params, y, V.metric_options(frame),
             V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric), I.section(frame, metric))
 
