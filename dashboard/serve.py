@@ -13,8 +13,10 @@ def gunicorn_argv(host: str, port: int, workers: int, log_level: str = "info") -
     # --preload imports the app (torch, plotly, MLflow) once and forks the workers from it: they start in
     # a moment and share that memory.  No control socket: its one default path per user would clash
     # between two dashboards on one machine.
+    # No request-line limit: a compare of 300 runs (compare_view.MAX_RUNS) is a 10 kB URL, past gunicorn's
+    # 4 kB default and its 8 kB most; a reload or a shared link of it would get a bare 400.
     return [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", "120", "--preload",
-            "--no-control-socket", "--log-level", log_level, "dashboard.app:server"]
+            "--no-control-socket", "--limit-request-line", "0", "--log-level", log_level, "dashboard.app:server"]
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -98,8 +98,10 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                    defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
                    dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": False,
                                                      "enableClickSelection": False},
-                                    # Blocks of BLOCK rows, asked of the server as the table scrolls.
-                                    "cacheBlockSize": BLOCK, "maxConcurrentDatasourceRequests": 2,
+                                    # Blocks of BLOCK rows, asked of the server as the table scrolls, one
+                                    # at a time: dash-ag-grid answers only the latest request it was given.
+                                    "cacheBlockSize": BLOCK, "maxConcurrentDatasourceRequests": 1,
+                                    "blockLoadDebounceMillis": 50,
                                     "infiniteInitialRowCount": 1,
                                     "tooltipShowDelay": 600, "animateRows": False,
                                     # One Tab stop, as WAI-ARIA's grid pattern has it: arrows move inside, Space
