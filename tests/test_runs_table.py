@@ -117,6 +117,7 @@ def test_a_view_is_read_once_then_brought_up_to_date_with_new_and_ending_runs(id
     # A deleted run goes at the next full read, which comes once the frame is older than REREAD_S.
     client.delete_run(new)
     monkeypatch.setattr(run_index, "REREAD_S", 0.0)
+    monkeypatch.setattr(run_index, "REREAD_SHARE", 0)
     v = V.view(ids["experiment"], "", refresh=True)
     assert new not in set(v.frame["run_id"]) and len(v.frame) == 7
 

@@ -7,8 +7,8 @@ dropped), in a background thread; the runs table's first rows come from a one-pa
 (dashboard.pages.runs).  After that the frame is brought up to date incrementally, with two small
 searches through the same public API: runs that started since the newest one seen, and the runs that
 were RUNNING.  What those cannot see (a run deleted, renamed, or an old run whose metrics now match the
-filter) is caught by a full re-read in the background once the frame is older than REREAD_S, while the
-old frame keeps serving.
+filter) is caught by a full re-read in the background once the frame is older than REREAD_S (longer for a
+view that takes long to read), while the old frame keeps serving.
 
 One frame per view per process (gunicorn workers each keep their own), at most MAX_VIEWS views.  A read
 in the background uses the tracking URI of the process (training.location), as every read here does.
@@ -25,6 +25,9 @@ from training import contract as C
 
 PAGE = 10_000  # runs per search while building: their Run objects live only until the page is framed
 REREAD_S = 30.0  # as store.search_runs' cache: a deleted or renamed run shows within this
+# ...but a large view's re-read holds this worker's GIL for seconds, and its pages wait on it: it comes at
+# most once per REREAD_SHARE times its own duration (a 10 s read: every 200 s).
+REREAD_SHARE = 20
 MAX_VIEWS = 8
 SYNC_BUILD_S = 1.0  # a view that was read this fast is re-read in the request, not in the background
 UPDATE_MIN_S = 0.25  # the table asks for its blocks in a burst (ms apart): one incremental update serves it
@@ -75,7 +78,7 @@ def get(experiment_ids: list[str], filter_string: str, build: Callable[[list], p
         else:
             _start_read(v, build)
     if update and v.ready and time.monotonic() - v.updated_at >= UPDATE_MIN_S:
-        if time.monotonic() - v.read_at > REREAD_S and not v.reading:
+        if time.monotonic() - v.read_at > max(REREAD_S, REREAD_SHARE * v.read_s) and not v.reading:
             if v.read_s <= SYNC_BUILD_S:
                 _read(v, build)
                 return v
