@@ -251,6 +251,14 @@ def page(browser):
     context.close()
 
 
+def wait_runs_review(page, timeout: float = 60000) -> None:
+    """The runs page's parallel coordinates and heatmap drawn with their runs: placeholders stand there until
+    the view is read (dashboard.pages.runs), and a placeholder is a Plotly chart too."""
+    page.wait_for_function("['runs-parallel', 'runs-heatmap'].every("
+                           "(id) => document.querySelector('#' + id + ' .js-plotly-plot')?.data?.length)", timeout=timeout)
+    page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=timeout)
+
+
 def assert_no_dash_errors(pg) -> None:
     """No console errors and no Dash error pop-up (the dev-tools error badge or a callback error)."""
     assert pg.console_errors == [], pg.console_errors

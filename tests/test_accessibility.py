@@ -127,7 +127,7 @@ def press_until(page, key: str, done, limit: int = 40) -> dict:
 
 def test_two_runs_ticked_in_the_table_and_compared_with_the_keyboard_alone(page, dashboard_url, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}")
-    page.wait_for_selector(".ag-row", timeout=TIMEOUT)
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
     page.wait_for_function("!document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=TIMEOUT)
     # Tab reaches the grid at its header; arrows move inside it and Space ticks the focused row.
     press_until(page, "Tab", lambda f: f["header"])

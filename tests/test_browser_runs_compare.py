@@ -5,7 +5,7 @@ from urllib.parse import quote
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_no_dash_errors, log_contract_run, served, sqlite_uri
+from tests.conftest import assert_no_dash_errors, log_contract_run, served, sqlite_uri, wait_runs_review
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 20000
@@ -23,8 +23,8 @@ def wait_figures(page, n: int) -> None:
 
 def test_runs_page_links_each_run_and_compare_opens_three_ticked_runs(page, dashboard_url, trained_store, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}")
-    page.wait_for_selector(".ag-row", timeout=TIMEOUT)
-    wait_figures(page, 2)  # parallel coordinates and heatmap
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
+    wait_runs_review(page)
     assert page.locator(".ag-center-cols-container .ag-row").count() == 4
     hrefs = {page.locator(".run-link").nth(i).get_attribute("href") for i in range(4)}
     assert hrefs == {f"/runs/{rid}" for k, rid in trained_store.run_ids.items() if k != "foreign"}
@@ -41,7 +41,7 @@ def test_runs_page_links_each_run_and_compare_opens_three_ticked_runs(page, dash
 
 def test_a_bad_filter_shows_mlflows_message_on_the_page_and_the_url_keeps_it(page, dashboard_url, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}")
-    page.wait_for_selector(".ag-row", timeout=TIMEOUT)
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
     page.fill("#runs-filter", "metrics.test_acc >")
     page.press("#runs-filter", "Enter")
     page.wait_for_function("document.querySelector('#runs-message')?.textContent.includes('bad filter')",
@@ -56,7 +56,7 @@ def test_a_bad_filter_shows_mlflows_message_on_the_page_and_the_url_keeps_it(pag
 
 def test_a_good_filter_narrows_the_table(page, dashboard_url, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}&filter={quote(chr(39).join(['params.activation = ', 'relu', '']))}")
-    page.wait_for_selector(".ag-row", timeout=TIMEOUT)
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
     page.wait_for_timeout(300)
     assert page.locator(".ag-center-cols-container .ag-row").count() == 2  # the relu MLP and the CNN
     assert_no_dash_errors(page)
@@ -100,7 +100,7 @@ def test_compare_controls_live_in_the_url_so_back_forward_and_reload_restore_the
 
 def test_the_theme_toggle_switches_to_dark_and_remembers_it(page, dashboard_url, experiment):
     page.goto(f"{dashboard_url}/?experiment={experiment}")
-    page.wait_for_selector(".ag-row", timeout=TIMEOUT)
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
     page.click("#app-theme-toggle")
     page.wait_for_function("document.documentElement.dataset.theme === 'dark'", timeout=TIMEOUT)
     page.reload()

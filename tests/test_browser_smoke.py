@@ -8,6 +8,6 @@ pytestmark = pytest.mark.browser
 
 def test_runs_page_lists_the_runs_in_the_store(page, dashboard_url, trained_store):
     page.goto(dashboard_url + "/")
-    page.wait_for_selector(".ag-row", timeout=20000)
+    page.wait_for_selector(".ag-row .run-link", timeout=20000)
     page.wait_for_timeout(500)
     assert_no_dash_errors(page)

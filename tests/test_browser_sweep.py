@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from statsmodels.stats.contingency_tables import mcnemar
 
-from tests.conftest import REPO, assert_no_dash_errors, served, sqlite_uri
+from tests.conftest import REPO, assert_no_dash_errors, served, sqlite_uri, wait_runs_review
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 30000
@@ -90,7 +90,7 @@ def test_two_runs_show_fixed_and_broken_counts_and_mcnemar_recomputed_from_their
 def test_a_heatmap_cell_opens_its_run(page, sweep):
     url, _, exp, runs = sweep
     page.goto(f"{url}/?experiment={exp}")
-    wait_figures(page, 2)
+    wait_runs_review(page)
     page.locator("#runs-heatmap").scroll_into_view_if_needed()  # a click outside the viewport reaches nothing
     box = page.locator("#runs-heatmap .nsewdrag").bounding_box()
     # Axes: x = lr (0.5, 1.0, 3.0), y = seed (0, 1, 2) from the bottom; the middle of the cell lr=3.0, seed=0.
@@ -103,7 +103,7 @@ def test_a_heatmap_cell_opens_its_run(page, sweep):
 def test_brushing_the_parallel_coordinates_to_one_line_links_to_that_run(page, sweep):
     url, _, exp, runs = sweep
     page.goto(f"{url}/?experiment={exp}")
-    wait_figures(page, 2)
+    wait_runs_review(page)
     page.locator("#runs-parallel").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     axes = page.locator("#runs-parallel .axis-brush .background")

@@ -50,7 +50,7 @@ def test_gunicorn_with_two_workers_serves_the_runs_page_and_a_run_page_in_chromi
             time.sleep(0.3)
         assert len(worker_pids(served.proc.pid)) == 2
         page.goto(served.url + "/")
-        page.wait_for_selector(".ag-row", timeout=30000)
+        page.wait_for_selector(".ag-row .run-link", timeout=30000)
         page.goto(f"{served.url}/runs/{trained_store.run_ids['sigmoid']}")
         page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {FIGURES}",
                                timeout=60000)
@@ -77,7 +77,7 @@ def test_with_a_user_and_password_set_every_route_needs_the_login(browser, log_r
         tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         tab.on("request", lambda r: calls.append(r) if "/_dash-update-component" in r.url else None)
         tab.goto(served.url + "/")
-        tab.wait_for_selector(".ag-row", timeout=30000)
+        tab.wait_for_selector(".ag-row .run-link", timeout=30000)
         context.close()
         assert errors == [] and calls, errors
         callback, asset = calls[0], "/assets/" + sorted(os.listdir(REPO / "dashboard" / "assets"))[0]

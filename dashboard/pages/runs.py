@@ -108,10 +108,12 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                                     # ticks a row, and Tab leaves (AG Grid's default walks every cell first).
                                     "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}},
                    style=_grid_style(len(frame) if frame is not None else 12), className="card"),
-        dcc.Store(id="runs-version", data=_version(v) if frame is not None else None),
+        dcc.Store(id="runs-version", data=None),  # the first tick sets it, and `figures` draws
         dcc.Store(id="runs-first", data=False),  # whether the table shows rows from before the view was read
         html.H3("Grid review"),
-        html.Div(_review(shown, frame is None and not message), id="runs-review"),
+        # Drawn by `figures` after the table's first rows, even when the view is read: the importance forest
+        # alone takes a second at 10,000 runs, and the page would wait on it.
+        html.Div(_review(empty, True), id="runs-review"),
         dcc.Interval(id="runs-live", interval=READ_POLL_MS, disabled=bool(message)),
     ])
 
