@@ -1,26 +1,6 @@
 // Functions the runs table names in its options ({"function": "..."}); dash-ag-grid looks them up here.
 var dagfuncs = (window.dashAgGridFunctions = window.dashAgGridFunctions || {});
 
-// After any sort, put each grid child directly under its parent, keeping the sorted order within each level.
-// AG Grid's own tree data is an Enterprise feature; this keeps the grouping in the community grid.
-dagfuncs.keepChildrenUnderParents = function (params) {
-  const nodes = params.nodes;
-  const present = new Set(nodes.map((n) => n.data && n.data.run_id));
-  const children = {};
-  const top = [];
-  for (const n of nodes) {
-    const p = n.data && n.data.parent;
-    if (p && present.has(p)) (children[p] = children[p] || []).push(n);
-    else top.push(n);
-  }
-  const out = [];
-  for (const n of top) {
-    out.push(n);
-    for (const c of children[n.data.run_id] || []) out.push(c);
-  }
-  nodes.splice(0, nodes.length, ...out);
-};
-
 dagfuncs.formatDuration = function (seconds) {
   if (seconds === null || seconds === undefined || isNaN(seconds)) return "";
   const s = Math.round(seconds);

@@ -1,14 +1,16 @@
 """Runs (/): every run of an experiment in a sortable table, an MLflow filter, and the grid review.
 
 The URL holds the view (`/?experiment=<id>&filter=<mlflow filter>`), so a reload, a bookmark or
-back/forward shows the same runs.  While any shown run is RUNNING, an Interval refreshes the
-table and figures; it switches itself off when none are.
+back/forward shows the same runs.  The table is paged from the server (dashboard.views.runs_table) and
+the figures follow once the view is read (dashboard.read.run_index).  While any run of the view is
+RUNNING, an Interval brings it up to date; it switches itself off when none is.
 """
 import os
 from urllib.parse import urlencode
 
 import dash
 import dash_ag_grid as dag
+import pandas as pd
 from dash import Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
 from dashboard.read import cache, store
@@ -74,10 +76,9 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
             message = str(e)
     if experiment and experiment not in ids:
         message = f"Experiment '{experiment[:64]}' is not in the store; showing '{exps[0]['name']}'." if exps else message
-    v = V.view(exp_id, filter_string) if exp_id and not message else None
+    v = V.view(exp_id, filter_string) if exp_id and not message else None  # its read starts now
     frame = v.frame if v is not None and v.ready else None
-    empty = V.add_summaries(store.runs_frame([]), store.metric_histories([], []))
-    shown = frame if frame is not None else empty
+    shown = frame if frame is not None else pd.DataFrame()
     return html.Div([
         html.H2("Runs"),
         html.Div([
@@ -113,38 +114,33 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         html.H3("Grid review"),
         # Drawn by `figures` after the table's first rows, even when the view is read: the importance forest
         # alone takes a second at 10,000 runs, and the page would wait on it.
-        html.Div(_review(empty, True), id="runs-review"),
+        html.Div(_review(), id="runs-review"),
         dcc.Interval(id="runs-live", interval=READ_POLL_MS, disabled=bool(message)),
     ])
 
 
-def _review(frame, reading: bool) -> list:
-    """The grid-review cards: parallel coordinates, the heatmap and the importance section (placeholders
-    while the view is read; `refresh` fills them in)."""
-    params = V.varying_params(frame)
-    x, y = V.default_axes(params)
+def _review() -> list:
+    """The grid-review cards, as placeholders: `figures` draws parallel coordinates, the heatmap (its axes
+    and metric picked here) and the importance section once the view is read."""
     wait = empty_figure("Reading the runs: the figures follow once every run of this view is read.", height=340)
     return [
-        html.Div([widgets.graph(wait if reading else V.parallel_figure(frame, params), "runs-parallel"),
-                  html.Div([] if reading else _notes(frame, params), id="runs-parallel-note"),
+        html.Div([widgets.graph(wait, "runs-parallel"), html.Div(id="runs-parallel-note"),
                   dcc.Store(id="runs-parallel-brush", data={}),
                   html.Div(id="runs-parallel-selection", className="small")], className="card"),
         html.Div([
             html.Div([
                 html.Span("Heatmap:", className="muted"),
                 dcc.Dropdown(id="runs-heat-metric", clearable=False, style={"width": "210px"},
-                             options=V.metric_options(frame), value="final_test_acc"),
+                             options=V.metric_options(pd.DataFrame()), value="final_test_acc"),
                 html.Span("by y", className="muted"),
-                dcc.Dropdown(id="runs-heat-y", options=params, value=y, clearable=False, style={"width": "150px"}),
+                dcc.Dropdown(id="runs-heat-y", options=[], value=None, clearable=False, style={"width": "150px"}),
                 html.Span("and x", className="muted"),
-                dcc.Dropdown(id="runs-heat-x", options=params, value=x, clearable=False, style={"width": "150px"}),
+                dcc.Dropdown(id="runs-heat-x", options=[], value=None, clearable=False, style={"width": "150px"}),
             ], className="row small"),
-            widgets.graph(wait if reading else V.heatmap_figure(frame, x, y), "runs-heatmap"),
-            html.Div([] if reading else _notes(frame, [x, y]), id="runs-heatmap-note"),
+            widgets.graph(wait, "runs-heatmap"), html.Div(id="runs-heatmap-note"),
         ], className="card"),
         html.Div([html.H4("Which hyperparameters matter? (for the heatmap's metric)", style={"marginTop": 0}),
-                  html.Div([] if reading else I.section(frame, "final_test_acc"), id="runs-importance")],
-                 className="card"),
+                  html.Div(id="runs-importance")], className="card"),
     ]
 
 
