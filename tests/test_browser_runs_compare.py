@@ -62,6 +62,17 @@ def test_a_good_filter_narrows_the_table(page, dashboard_url, experiment):
     assert_no_dash_errors(page)
 
 
+def test_all_of_this_view_compares_every_run_the_filter_selects(page, dashboard_url, trained_store, experiment):
+    relu = "params.activation = 'relu'"
+    page.goto(f"{dashboard_url}/?experiment={experiment}&filter={quote(relu)}")
+    page.wait_for_selector(".ag-row .run-link", timeout=TIMEOUT)
+    page.locator("#runs-all input").check()  # no row ticked: the filter's runs, whether loaded or not
+    page.wait_for_function("document.querySelector('#runs-compare')?.textContent === 'Compare 2'", timeout=TIMEOUT)
+    expected = {r.info.run_id for r in MlflowClient(trained_store.tracking_uri).search_runs([experiment], relu)}
+    assert set(page.get_attribute("#runs-compare", "href").split("runs=")[1].split(",")) == expected
+    assert_no_dash_errors(page)
+
+
 def test_compare_shows_messages_for_bad_ids_and_what_a_foreign_run_lacks(page, dashboard_url, trained_store):
     ids = trained_store.run_ids
     page.goto(f"{dashboard_url}/compare?runs={ids['sigmoid']},{ids['foreign']},not-a-run,{'0' * 32}")

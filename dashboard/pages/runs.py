@@ -152,8 +152,8 @@ def _version(v) -> str:
 def _frame(experiment_id, filter_string):
     """The view's frame for a callback after the page drew it: read now if this worker has not yet."""
     v = V.view(experiment_id, filter_string or "", wait=True)
-    if v.error:
-        raise store.StoreError(v.error)
+    if not v.ready:  # a view that was read keeps serving when a later re-read fails
+        raise store.StoreError(v.error or "the runs could not be read")
     return v.frame
 
 
@@ -203,7 +203,7 @@ def rows(request, experiment_id, filter_string):
     # Brought up to date here too: with several gunicorn workers, the worker that answers a block is not
     # always the one whose `refresh` saw a run end, and a block from a stale view would show it RUNNING.
     v = V.view(experiment_id, filter_string or "", refresh=True)
-    if v.error:
+    if v.error and not v.ready:
         return {"rowData": [], "rowCount": 0}, False
     if v.ready:
         frame = _ordered(v, sort_model)
@@ -238,7 +238,7 @@ def refresh(_n, experiment_id, filter_string, shown, first):
     if not experiment_id:
         return no_update, no_update, no_update, True, no_update
     v = V.view(experiment_id, filter_string or "", refresh=True)
-    if v.error:
+    if v.error and not v.ready:
         return no_update, "", no_update, True, v.error
     if not v.ready:
         return no_update, f"Reading the runs… {v.progress:,} so far.", READ_POLL_MS, False, no_update
@@ -287,7 +287,8 @@ def compare_link(selected, everything, experiment_id, filter_string):
     """The ticked runs; with "all of this view", every run the filter selects (the compare page takes the
     first of them it can show), not only the rows loaded so far."""
     if everything and experiment_id:
-        frame = _ordered(V.view(experiment_id, filter_string or "", wait=True), None)
+        v = V.view(experiment_id, filter_string or "", wait=True)
+        frame = _ordered(v, None) if v.ready else None
         ids = [] if frame is None or frame.empty else \
             frame.loc[~frame["is_grid_parent"].fillna(False).astype(bool), "run_id"].tolist()
         shown = ids[:compare_view.MAX_RUNS]

@@ -70,6 +70,8 @@ def get(experiment_ids: list[str], filter_string: str, build: Callable[[list], p
     key = (tuple(experiment_ids), filter_string or "")
     with _views_lock:
         v = _views.get(key) or _views.put(key, View(key))
+    if v.error is not None and time.monotonic() - v.read_at > REREAD_S:
+        v.error = None  # a store that was unreachable may be back; a bad filter is only refused again
     if not v.ready and v.error is None:
         if wait:
             _read(v, build)  # returns at once when a read is under way: then wait for it
@@ -118,7 +120,9 @@ def _read(v: View, build, claimed: bool = False) -> None:
         with v.lock:
             v.frame, v.version, v.read_at, v.read_s, v.error = frame, v.version + 1, began, time.monotonic() - began, None
     except store.StoreError as e:
-        v.error = str(e)
+        v.error, v.read_at = str(e), began
+    except Exception as e:  # noqa: BLE001 (a store that went away mid-read: said on the page, tried again later)
+        v.error, v.read_at = f"could not read the runs: {type(e).__name__}: {str(e)[:200]}", began
     finally:
         v.reading = False
 
