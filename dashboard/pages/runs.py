@@ -5,7 +5,6 @@ back/forward shows the same runs.  The table is paged from the server (dashboard
 the figures follow once the view is read (dashboard.read.run_index).  While any run of the view is
 RUNNING, an Interval brings it up to date; it switches itself off when none is.
 """
-import os
 from urllib.parse import urlencode
 
 import dash
@@ -18,7 +17,6 @@ from dashboard.views import compare_view
 from dashboard.views import runs_table as T
 from dashboard.views import runs_view as V
 from dashboard.views import widgets
-from dashboard.views.theme import empty_figure
 from dashboard.views.sweep import sweep_importance as I
 from dashboard.views.sweep import sweep_select as S
 from training import contract as C
@@ -109,8 +107,11 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
                                     # ticks a row, and Tab leaves (AG Grid's default walks every cell first).
                                     "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}},
                    style=_grid_style(len(frame) if frame is not None else 12), className="card"),
-        dcc.Store(id="runs-version", data=None),  # the first tick sets it, and `figures` draws
+        # The view as the page has it: set here when this worker has it read, else by the first tick after
+        # its read.  A new one makes the table fetch its blocks again and `figures` draw.
+        dcc.Store(id="runs-version", data=_version(v) if frame is not None else None),
         dcc.Store(id="runs-first", data=False),  # whether the table shows rows from before the view was read
+        dcc.Store(id="runs-served", data=False),  # set once the table has its first rows: then `figures` draws
         html.H3("Grid review"),
         # Drawn by `figures` after the table's first rows, even when the view is read: the importance forest
         # alone takes a second at 10,000 runs, and the page would wait on it.
@@ -119,12 +120,20 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
     ])
 
 
+WAIT = "Reading the runs: the figures follow once every run of this view is read."
+
+
+def _placeholder() -> html.Div:
+    """Where a figure will be, the height it will take.  Text, not an empty Plotly chart: a chart in the
+    first render loads and runs plotly.js (4.8 MB) before the table's first rows."""
+    return html.Div(WAIT, className="muted figure-placeholder")
+
+
 def _review() -> list:
     """The grid-review cards, as placeholders: `figures` draws parallel coordinates, the heatmap (its axes
     and metric picked here) and the importance section once the view is read."""
-    wait = empty_figure("Reading the runs: the figures follow once every run of this view is read.", height=340)
     return [
-        html.Div([widgets.graph(wait, "runs-parallel"), html.Div(id="runs-parallel-note"),
+        html.Div([html.Div(_placeholder(), id="runs-parallel-box"), html.Div(id="runs-parallel-note"),
                   dcc.Store(id="runs-parallel-brush", data={}),
                   html.Div(id="runs-parallel-selection", className="small")], className="card"),
         html.Div([
@@ -137,7 +146,7 @@ def _review() -> list:
                 html.Span("and x", className="muted"),
                 dcc.Dropdown(id="runs-heat-x", options=[], value=None, clearable=False, style={"width": "150px"}),
             ], className="row small"),
-            widgets.graph(wait, "runs-heatmap"), html.Div(id="runs-heatmap-note"),
+            html.Div(_placeholder(), id="runs-heatmap-box"), html.Div(id="runs-heatmap-note"),
         ], className="card"),
         html.Div([html.H4("Which hyperparameters matter? (for the heatmap's metric)", style={"marginTop": 0}),
                   html.Div(id="runs-importance")], className="card"),
@@ -145,8 +154,9 @@ def _review() -> list:
 
 
 def _version(v) -> str:
-    """What the page last drew, as this worker has it: each gunicorn worker keeps its own view."""
-    return f"{os.getpid()}:{v.version}"
+    """What the page last drew: the view's content, which gunicorn workers that read the same runs agree on
+    (each keeps its own view), so a tick answered by another worker redraws nothing."""
+    return v.digest
 
 
 def _frame(experiment_id, filter_string):
@@ -189,11 +199,16 @@ def put_view_in_url(experiment_id, filter_string, search):
     return no_update if new == search else new
 
 
-@callback(Output("runs-grid", "getRowsResponse"), Output("runs-first", "data"),
+@callback(Output("runs-grid", "getRowsResponse"), Output("runs-first", "data"), Output("runs-served", "data"),
           Input("runs-grid", "getRowsRequest"), State("runs-experiment", "value"), State("runs-filter", "value"),
-          prevent_initial_call=True)
-def rows(request, experiment_id, filter_string):
+          State("runs-served", "data"), prevent_initial_call=True)
+def rows(request, experiment_id, filter_string, served):
     """One block of the table, sorted here: from the view once it is read, else from one MLflow search page."""
+    block, first = _block(request, experiment_id, filter_string)
+    return block, first, (no_update if served or block is no_update else True)
+
+
+def _block(request, experiment_id, filter_string):
     if not request:
         return no_update, no_update
     if not experiment_id:
@@ -247,17 +262,20 @@ def refresh(_n, experiment_id, filter_string, shown, first):
         no_update
 
 
-@callback(Output("runs-grid", "columnDefs"), Output("runs-grid", "style"), Output("runs-parallel", "figure"),
+@callback(Output("runs-grid", "columnDefs"), Output("runs-grid", "style"), Output("runs-parallel-box", "children"),
           Output("runs-parallel-note", "children"), Output("runs-heat-x", "options"), Output("runs-heat-x", "value"),
           Output("runs-heat-y", "options"), Output("runs-heat-y", "value"), Output("runs-heat-metric", "options"),
-          Output("runs-heatmap", "figure", allow_duplicate=True),
+          Output("runs-heatmap-box", "children"),
           Output("runs-heatmap-note", "children", allow_duplicate=True),
           Output("runs-importance", "children", allow_duplicate=True),
-          Input("runs-version", "data"),
+          Input("runs-version", "data"), Input("runs-served", "data"),
           State("runs-experiment", "value"), State("runs-filter", "value"), State("runs-heat-x", "value"),
           State("runs-heat-y", "value"), State("runs-heat-metric", "value"), prevent_initial_call=True)
-def figures(_version_shown, experiment_id, filter_string, x, y, metric):
-    """The grid review and the table's columns, from the view as it is now."""
+def figures(version, served, experiment_id, filter_string, x, y, metric):
+    """The grid review and the table's columns, from the view as it is now: after the table's first rows
+    (its CPU goes to them first), and again whenever the view changes."""
+    if not version or not served:  # not read yet: the tick that sees it read sets the version
+        return (no_update,) * 12
     try:
         frame = _frame(experiment_id, filter_string)
     except store.StoreError:
@@ -267,8 +285,9 @@ def figures(_version_shown, experiment_id, filter_string, x, y, metric):
         x, y = V.default_axes(params)
     metric = metric if metric in frame.columns else "final_test_acc"
     return (_columns(V.has_search_trials(frame)) + _summary_columns(frame), _grid_style(len(frame)),
-            V.parallel_figure(frame, params), _notes(frame, params), params, x, params, y, V.metric_options(frame),
-            V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric), I.section(frame, metric))
+            widgets.graph(V.parallel_figure(frame, params), "runs-parallel"), _notes(frame, params), params, x,
+            params, y, V.metric_options(frame), widgets.graph(V.heatmap_figure(frame, x, y, metric), "runs-heatmap"),
+            _notes(frame, [x, y], metric), I.section(frame, metric))
 
 
 # A new version of the view: the table asks for its blocks again, where it is scrolled to.

@@ -35,10 +35,12 @@ UPDATE_MIN_S = 0.25  # the table asks for its blocks in a burst (ms apart): one 
 
 @dataclass
 class View:
-    """One view's runs.  `frame` is None until its first read ends; `version` grows with every change."""
+    """One view's runs.  `frame` is None until its first read ends; `version` grows with every change, and
+    `digest` names the frame's content (two workers that read the same runs agree on it)."""
     key: tuple
     frame: pd.DataFrame | None = None
     version: int = 0
+    digest: str = ""
     read_at: float = 0.0  # monotonic time the last full read began
     read_s: float = 0.0
     updated_at: float = 0.0  # monotonic time of the last incremental update
@@ -117,8 +119,10 @@ def _read(v: View, build, claimed: bool = False) -> None:
                 break
         frame = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(
             not p.empty for p in parts) else parts[0]
+        digest = _digest(frame)
         with v.lock:
             v.frame, v.version, v.read_at, v.read_s, v.error = frame, v.version + 1, began, time.monotonic() - began, None
+            v.digest = digest
     except store.StoreError as e:
         v.error, v.read_at = str(e), began
     except Exception as e:  # noqa: BLE001 (a store that went away mid-read: said on the page, tried again later)
@@ -155,9 +159,10 @@ def _update(v: View, build) -> None:
     if frame.empty or not new["run_id"].isin(frame["run_id"]).all() or not _same(frame, new):
         merged = pd.concat([frame[~frame["run_id"].isin(new["run_id"])], new], ignore_index=True) \
             if not frame.empty else new
+        digest = _digest(merged)
         with v.lock:
             if v.frame is frame:  # a full read that ended meanwhile wins
-                v.frame, v.version = merged, v.version + 1
+                v.frame, v.version, v.digest = merged, v.version + 1, digest
 
 
 def _same(frame: pd.DataFrame, new: pd.DataFrame) -> bool:
@@ -168,3 +173,16 @@ def _same(frame: pd.DataFrame, new: pd.DataFrame) -> bool:
         return False
     a, b = old[cols].reset_index(drop=True), new[cols].reset_index(drop=True)
     return bool(((a == b) | (a.isna() & b.isna())).all().all())
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    """The frame's content as a short name: its runs and every value, whatever their order.  Each gunicorn
+    worker keeps its own view, and a page must tell "another worker, the same runs" (nothing to redraw) from
+    "runs changed"; a digest that differs for equal content only costs one redraw."""
+    if frame.empty:
+        return "0"
+    try:
+        rows = pd.util.hash_pandas_object(frame[sorted(frame.columns)], index=False)
+        return f"{len(frame)}-{int(rows.to_numpy().sum(dtype='uint64')):016x}"
+    except (TypeError, ValueError):  # a value pandas cannot hash: this process's own name for it
+        return f"{len(frame)}-{id(frame):x}"
