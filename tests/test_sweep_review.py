@@ -123,3 +123,24 @@ def test_parameter_importance_is_hidden_below_eight_finished_runs_with_the_reaso
     frame = pd.DataFrame({"run_id": list("abc"), "params.lr": ["1", "2", "3"], "final_test_acc": [0.1, 0.2, 0.3],
                           "status": ["FINISHED"] * 3})
     assert "at least 8 finished runs" in I.compute(frame, "final_test_acc") and "has 3" in I.compute(frame, "final_test_acc")
+
+
+def test_parameter_importance_over_many_runs_uses_a_seeded_sample_and_says_so():
+    rng = np.random.default_rng(3)
+    n = P.MAX_RUNS + 1000
+    lr, bs = rng.choice([0.1, 1.0, 3.0], n), rng.choice([10, 50], n)
+    frame = pd.DataFrame({"run_id": [f"r{i}" for i in range(n)], "params.lr": lr.astype(str),
+                          "params.batch_size": bs.astype(str), "status": "FINISHED",
+                          "final_test_acc": 0.9 - 0.05 * np.abs(np.log10(lr / 3.0)) + rng.normal(0, 0.01, n)})
+    result = P.importance(frame, ["lr", "batch_size"], "final_test_acc")
+    assert (result.n_runs, result.of_runs) == (P.MAX_RUNS, n)
+    assert result.runs_said == f"a sample of {P.MAX_RUNS:,} of {n:,} runs"
+    sample = frame.sample(P.MAX_RUNS, random_state=P.SEED)
+    x = np.column_stack([sample["params.lr"].astype(float), sample["params.batch_size"].astype(float)])
+    y = sample["final_test_acc"].to_numpy()
+    forest = RandomForestRegressor(n_estimators=P.N_TREES, random_state=P.SEED,
+                                   max_samples=P.MAX_TREE_SAMPLES).fit(x, y)
+    got = result.table.set_index("param")
+    assert got.loc["lr", "importance"] == pytest.approx(forest.feature_importances_[0])
+    assert got.loc["lr", "spearman"] == pytest.approx(stats.spearmanr(x[:, 0], y).statistic)
+    assert "a sample of" in I.figure(result, "final test acc").layout.title.text

@@ -28,13 +28,24 @@ MAX_TREE_SAMPLES = 1000
 # 16 runs (lr x seed x batch size, 100 draws each) whose metric is pure noise, the forest still reached R² >= 0
 # in 15 % of draws but >= 1/3 in only 5 % and 2 % (95th percentile 0.29), while a real lr effect gave 0.5-0.8.
 MIN_R2 = 1 / 3
+# Above this many runs the forest and the correlations use a seeded random sample of them (and say so): its
+# out-of-bag scoring grows with every run, so 100,000 runs took seconds, while the ranking of a handful of
+# params from 5,000 runs already has a standard error far below the differences it is read for.
+MAX_RUNS = 5000
 
 
 @dataclass(frozen=True)
 class Importance:
     table: pd.DataFrame  # param, importance, spearman, spearman_p, numeric; most important first
-    n_runs: int
+    n_runs: int  # the runs behind the numbers: all of them, or a sample of MAX_RUNS
     oob_r2: float = float("nan")  # the forest's out-of-bag R²: the share of the metric's variance it predicts
+    of_runs: int | None = None  # how many runs there were, when n_runs is a sample of them
+
+    @property
+    def runs_said(self) -> str:
+        """'12 runs', or 'a sample of 5,000 of 90,000 runs'."""
+        return f"{self.n_runs:,} runs" if self.of_runs is None else \
+            f"a sample of {self.n_runs:,} of {self.of_runs:,} runs"
 
 
 def explained(model: str, r2: float | None) -> tuple[str, bool]:
@@ -65,6 +76,9 @@ def importance(runs: pd.DataFrame, params: list[str], metric: str) -> Importance
                 f"this view has {len(runs)}.")
     if not params:
         return "Every run shares the same params: there is nothing to rank."
+    of_runs = None
+    if len(runs) > MAX_RUNS:
+        of_runs, runs = len(runs), runs.sample(MAX_RUNS, random_state=SEED)
     cols = [encode(runs[f"params.{p}"].fillna("—")) for p in params]
     x = np.column_stack([c for c, _ in cols])
     y = runs[metric].astype(float).to_numpy()
@@ -80,4 +94,4 @@ def importance(runs: pd.DataFrame, params: list[str], metric: str) -> Importance
         rows.append({"param": p, "importance": float(forest.feature_importances_[j]), "spearman": float(rho),
                      "spearman_p": float(pval), "numeric": numeric})
     table = pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
-    return Importance(table, len(runs), float(forest.oob_score_))
+    return Importance(table, len(runs), float(forest.oob_score_), of_runs)

@@ -24,7 +24,7 @@ def figure(result: P.Importance, label: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=t["importance"], y=t["param"], orientation="h", marker_color=palette()[0],
                            hovertemplate="%{y}: importance %{x:.3f}<extra></extra>"))
     fig.update_layout(template=template(), height=max(160, 40 * len(t) + 80),
-                      title=f"Importance for {label} (random forest, {result.n_runs} runs)")
+                      title=f"Importance for {label} (random forest, {result.runs_said})")
     fig.update_xaxes(title="importance (sums to 1)", rangemode="tozero")
     return fig
 
@@ -51,7 +51,7 @@ def section(frame, metric: str) -> html.Div:
                      html.Td(_rho(r["spearman"]), className="num",
                              title="" if r["numeric"] else "a category: its order means nothing"),
                      html.Td("—" if math.isnan(r["spearman_p"]) else f"{r['spearman_p']:.3g}", className="num"),
-                     html.Td(str(result.n_runs), className="num")]) for r in result.table.to_dict("records")]
+                     html.Td(f"{result.n_runs:,}", className="num")]) for r in result.table.to_dict("records")]
     return html.Div([
         explained_message(result.oob_r2, "random forest", "runs-importance-r2"),
         html.Div([html.Div(widgets.graph(figure(result, label), "runs-importance-figure"), className="grow"),
