@@ -142,3 +142,28 @@ def test_the_bundle_and_dash_s_large_scripts_carry_the_compile_hint_and_small_on
     if B.cartesian_available():
         bundle = client.get(B.ROUTE).data
         assert bundle == B.COMPILE_HINT + B.bundle_path().read_bytes()
+
+
+# When, on the page's own clock, the first table row with a run link was drawn and the first plotly.js <script>
+# was put in the page (the loader's <link rel=preload> only downloads it; a <script> runs it).
+RECORD_ORDER = """
+window.mnistlabOrder = {};
+new MutationObserver(() => {
+  const o = window.mnistlabOrder;
+  if (!o.row && document.querySelector('.ag-row .run-link')) o.row = performance.now();
+  if (!o.plotly && [...document.scripts].some(s => /plotly[^/]*\\.js/.test(s.src))) o.plotly = performance.now();
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+@pytest.mark.browser
+def test_the_runs_page_runs_plotly_only_after_its_table_shows_rows_and_then_draws_its_figures(
+        page, dashboard_url, trained_store):
+    exp = MlflowClient(trained_store.tracking_uri).get_experiment_by_name("dash-tests").experiment_id
+    page.context.add_init_script(RECORD_ORDER)
+    page.goto(f"{dashboard_url}/?experiment={exp}")
+    page.wait_for_selector("#runs-parallel .parcoords", timeout=TIMEOUT)  # the figures came, with the full bundle
+    order = page.evaluate("window.mnistlabOrder")
+    assert order.get("row") and order.get("plotly") and order["row"] < order["plotly"], order
+    assert page.evaluate("window.mnistlabPlotly.loaded") == "full"
+    assert_no_dash_errors(page)

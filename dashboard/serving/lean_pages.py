@@ -43,6 +43,10 @@ CARTESIAN_TRACES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "
                               "image", "pie", "scatter", "scatterternary", "violin"})
 # Paths (regular expressions, JavaScript and Python alike) of the pages that need the full bundle.
 FULL_PAGES = (r"^/$", r"^/runs/[^/]+/?$", r"^/runs/[^/]+/neurons/map/?$")
+# Pages whose first screen has no chart: their plotly.js runs only once their first chart mounts.  The runs
+# page (its table first, its figures after the table's first rows): the full bundle took 0.5 s of the
+# main thread there before the table's first rows (a CPU profile of benchmarks/runs_page_load.py's load).
+LAZY_PAGES = (r"^/$",)
 # Component libraries whose scripts lean pages leave out (their names in Dash's script URLs).
 LEFT_OUT = ("dash_ag_grid", "dash/dash_table")
 RUNTIME = Path(__file__).parents[1] / "vendor" / "regenerator-runtime" / "runtime.js"
@@ -58,10 +62,11 @@ HINTED_SCRIPTS = re.compile(r"/_dash-component-suites/dash/(deps/react-dom@|dash
 LOADER = """<script>
 (function () {
   var cfg = window.mnistlabPlotly = %(config)s;
-  function needsFull(path) {
+  function matches(path, patterns) {
     path = path.slice(cfg.prefix.length - 1) || "/";
-    return !cfg.cartesian || cfg.fullPages.some(function (re) { return new RegExp(re).test(path); });
+    return patterns.some(function (re) { return new RegExp(re).test(path); });
   }
+  function needsFull(path) { return !cfg.cartesian || matches(path, cfg.fullPages); }
   // Fetched at once, but run only once Dash has sent its first callback request (the page's own layout):
   // plotly.js then holds the main thread while the server works, not before the request goes out.
   var asked = new Promise(function (resolve) {
@@ -79,7 +84,6 @@ LOADER = """<script>
     document.head.appendChild(hint);
   }
   function load(src, fallback) {
-    preload(src);
     return new Promise(function (resolve, reject) {
       asked.then(function () {
         var s = document.createElement("script");
@@ -94,7 +98,15 @@ LOADER = """<script>
   cfg.chunks.forEach(preload);
   cfg.loaded = needsFull(location.pathname) ? "full" : "cartesian";
   // Dash's graph awaits window.Plotly when it is a promise; the bundle replaces it with itself as it runs.
-  window.Plotly = cfg.loaded === "full" ? load(cfg.full) : load(cfg.cartesian, cfg.full);
+  // On a LAZY_PAGES page it is a promise-like that starts running the bundle only when first awaited, by
+  // the first graph to mount: nothing on that page's first screen needs it.
+  var src = cfg.loaded === "full" ? cfg.full : cfg.cartesian;
+  preload(src);
+  function start() { return cfg.loaded === "full" ? load(cfg.full) : load(cfg.cartesian, cfg.full); }
+  var started = null;
+  window.Plotly = !matches(location.pathname, cfg.lazyPages) ? start() : {
+    then: function (ok, fail) { started = started || start(); return started.then(ok, fail); }
+  };
   function reloadFor(path) { return cfg.loaded === "cartesian" && needsFull(path); }
   var push = history.pushState;
   history.pushState = function (state, title, url) {
@@ -126,7 +138,7 @@ def cartesian_available() -> bool:
 
 def loader(prefix: str) -> str:
     """The <head> script for an app served under `prefix` (Dash's requests_pathname_prefix)."""
-    config = {"prefix": prefix, "fullPages": list(FULL_PAGES),
+    config = {"prefix": prefix, "fullPages": list(FULL_PAGES), "lazyPages": list(LAZY_PAGES),
               "cartesian": prefix + ROUTE.lstrip("/") if cartesian_available() else None,
               "full": prefix + "_dash-component-suites/plotly/package_data/plotly.min.js",
               "chunks": [f"{prefix}_dash-component-suites/dash/dcc/async-{c}.js" for c in ("graph", "slider", "dropdown")]}
