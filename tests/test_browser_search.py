@@ -2,6 +2,7 @@
 here with python -m training.grid): every figure draws, the best-so-far curve is the running maximum of the
 complete trials' final val_acc recomputed from MLflow, a trial's point opens its run, the runs page links the
 parent to its review and filters the pruned trials, and the page follows a running search."""
+import json
 import re
 
 import pytest
@@ -90,10 +91,14 @@ def test_the_runs_page_filters_the_pruned_trials_and_opens_the_parents_review(pa
     page.locator("#runs-filter").fill(f"tags.`{C.TAG_SEARCH_STATE}` = '{C.SEARCH_PRUNED}'")
     page.locator("#runs-filter").press("Enter")
     page.wait_for_url(re.compile(r"filter="), timeout=TIMEOUT)
-    page.wait_for_function(f"document.querySelectorAll('#runs-grid .ag-center-cols-container .ag-row').length "
-                           f"=== {len(pruned)}", timeout=TIMEOUT)
-    rows = page.locator("#runs-grid .ag-center-cols-container .ag-row")
-    assert {rows.nth(i).get_attribute("row-id") for i in range(rows.count())} == pruned
+    # The rows as drawn, once they are the pruned trials: the table may fetch its blocks again meanwhile (as
+    # the view's read ends), and a block being fetched draws rows without their ids.
+    shown = "[...document.querySelectorAll('#runs-grid .ag-center-cols-container .ag-row')].map(r => r.getAttribute('row-id'))"
+    try:
+        expected = json.dumps(sorted(pruned), separators=(",", ":"))  # as JSON.stringify writes it
+        page.wait_for_function(f"JSON.stringify(({shown}).sort()) === {json.dumps(expected)}", timeout=TIMEOUT)
+    finally:
+        assert set(page.evaluate(shown)) == pruned
     # The table's search column says where each was pruned, as its tags do.
     at = {r.info.run_id: r.data.tags[C.TAG_SEARCH_PRUNED_AT] for r in MlflowClient(uri).search_runs(
         [exp], f"tags.`{C.TAG_PARENT_RUN_ID}` = '{parent}'") if r.info.run_id in pruned}

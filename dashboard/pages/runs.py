@@ -76,7 +76,6 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         message = f"Experiment '{experiment[:64]}' is not in the store; showing '{exps[0]['name']}'." if exps else message
     v = V.view(exp_id, filter_string) if exp_id and not message else None  # its read starts now
     frame = v.frame if v is not None and v.ready else None
-    shown = frame if frame is not None else pd.DataFrame()
     return html.Div([
         html.H2("Runs"),
         html.Div([
@@ -92,21 +91,7 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         widgets.message(message, "error", id="runs-message"),
         html.Div(id="runs-summary", className="muted small",
                  children=_summary(frame) if frame is not None else ("" if message else "Reading the runs…")),
-        dag.AgGrid(id="runs-grid", columnDefs=_columns(V.has_search_trials(shown)) + _summary_columns(shown),
-                   rowModelType="infinite", getRowId="params.data.run_id",
-                   defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
-                   dashGridOptions={"rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": False,
-                                                     "enableClickSelection": False},
-                                    # Blocks of BLOCK rows, asked of the server as the table scrolls, one
-                                    # at a time: dash-ag-grid answers only the latest request it was given.
-                                    "cacheBlockSize": BLOCK, "maxConcurrentDatasourceRequests": 1,
-                                    "blockLoadDebounceMillis": 50,
-                                    "infiniteInitialRowCount": 1,
-                                    "tooltipShowDelay": 600, "animateRows": False,
-                                    # One Tab stop, as WAI-ARIA's grid pattern has it: arrows move inside, Space
-                                    # ticks a row, and Tab leaves (AG Grid's default walks every cell first).
-                                    "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}},
-                   style=_grid_style(len(frame) if frame is not None else 12), className="card"),
+        _grid(frame),
         # The view as the page has it: set here when this worker has it read, else by the first tick after
         # its read.  A new one makes the table fetch its blocks again and `figures` draw.
         dcc.Store(id="runs-version", data=_version(v) if frame is not None else None),
@@ -118,6 +103,27 @@ def layout(experiment: str | None = None, filter: str | None = None, **_query): 
         html.Div(_review(), id="runs-review"),
         dcc.Interval(id="runs-live", interval=READ_POLL_MS, disabled=bool(message)),
     ])
+
+
+GRID_OPTIONS = {
+    "rowSelection": {"mode": "multiRow", "checkboxes": True, "headerCheckbox": False, "enableClickSelection": False},
+    # Blocks of BLOCK rows, asked of the server as the table scrolls, one at a time: dash-ag-grid answers
+    # only the latest request it was given.
+    "cacheBlockSize": BLOCK, "maxConcurrentDatasourceRequests": 1, "blockLoadDebounceMillis": 50,
+    "infiniteInitialRowCount": 1, "tooltipShowDelay": 600, "animateRows": False,
+    # One Tab stop, as WAI-ARIA's grid pattern has it: arrows move inside, Space ticks a row, and Tab leaves
+    # (AG Grid's default walks every cell first).
+    "tabToNextCell": {"function": "false"}, "tabToNextHeader": {"function": "false"}}
+
+
+def _grid(frame) -> dag.AgGrid:
+    """The runs table, paged from the server (`rows`); its columns from the view when it is read already."""
+    shown = frame if frame is not None else pd.DataFrame()
+    return dag.AgGrid(id="runs-grid", columnDefs=_columns(V.has_search_trials(shown)) + _summary_columns(shown),
+                      rowModelType="infinite", getRowId="params.data.run_id",
+                      defaultColDef={"sortable": True, "resizable": True},  # filtering is the MLflow box's job
+                      dashGridOptions=GRID_OPTIONS, className="card",
+                      style=_grid_style(len(frame) if frame is not None else 12))
 
 
 WAIT = "Reading the runs: the figures follow once every run of this view is read."
