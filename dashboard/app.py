@@ -41,3 +41,16 @@ app.clientside_callback(
 app.clientside_callback(
     ClientsideFunction(namespace="mnistlab", function_name="applyTheme"),
     Output("app-theme-toggle", "children"), Input("app-theme", "data"))
+
+
+def _set_up_before_serving() -> None:
+    """Dash finishes setting itself up on the first request (it registers the component scripts and takes in
+    the callbacks), and marks that done before doing it.  A threaded server (gunicorn's workers here, Flask's
+    dev server) takes several first requests at once, and one served before the setup ended got a 500 ("not a
+    registered library"), so the page never drew.  One request now, before any thread serves, does that setup
+    once; under `--preload` the workers inherit it."""
+    with server.test_client() as client:
+        client.get(app.config.requests_pathname_prefix + "_dash-layout")
+
+
+_set_up_before_serving()

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -155,3 +156,34 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_anything_starts(module, tmp
     assert done.stderr == (f"error: 127.0.0.1:{port} is already in use (another dashboard?); pick another port, "
                            f"e.g. --port {port + 1} (make: PORT={port + 1})\n")
     assert "Dashboard:" not in done.stdout and "Training" not in done.stdout
+
+
+def test_fresh_workers_answer_their_first_requests_at_once_on_every_thread(tmp_path):
+    """Dash finishes its setup on a worker's first request, and a threaded worker takes several at once: from
+    the moment gunicorn listens, every request of a browser's first burst is answered, none with a 500 ("not a
+    registered library") while the setup is under way.  Without the setup before serving (dashboard.app) about
+    one start in three answered one of these with a 500."""
+    paths = ["/_dash-component-suites/dash_ag_grid/dash_ag_grid.min.js",
+             "/_dash-component-suites/dash/dcc/dash_core_components.js", "/_dash-dependencies", "/_dash-layout"] * 8
+    env = {**os.environ, "DASHBOARD_CACHE_DIR": str(tmp_path / "cache"), "DASHBOARD_USER": "", "DASHBOARD_PASSWORD": ""}
+    for start in range(4):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(port), "--workers", "2"],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+        def first(path):
+            deadline = time.time() + 120
+            while True:  # asked until the port listens: no readiness probe sets a worker up first
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=60).status_code
+                except requests.ConnectionError:
+                    assert time.time() < deadline and proc.poll() is None, "the server did not start"
+                    time.sleep(0.05)
+        try:
+            with ThreadPoolExecutor(len(paths)) as pool:
+                codes = list(pool.map(first, paths))
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(30)
+        assert codes == [200] * len(codes), (start, codes)
