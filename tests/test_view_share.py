@@ -128,3 +128,22 @@ def test_a_shared_read_is_brought_up_to_date_by_the_loading_worker(sweep, monkey
     assert len(v.frame) == 6  # the other worker's read, from before the new run
     v = V.view(sweep, "", refresh=True)
     assert len(v.frame) == 7 and new in set(v.frame["run_id"])
+
+
+def test_a_frame_older_than_its_reread_time_is_not_loaded(sweep):
+    """A frame another dashboard left in the cache long ago (yesterday's server) is no read of today's store."""
+    key = ((sweep,), "")
+    frame = V.frame_of(list(REAL_SEARCH([sweep], "", 100)))
+    view_share.save(key, frame, time.time() - 3600, 2.0)
+    with open(view_share._base(key) + ".json") as f:
+        meta = f.read()
+    with open(view_share._base(key) + ".json", "w") as f:
+        f.write(meta.replace(f'"pid": {os.getpid()}', '"pid": -1'))  # as if another process wrote it
+    assert view_share.load(key, 0.0) is not None  # there, and whole
+    assert view_share.load(key, 0.0, run_index._reread_after) is None  # an hour old: read again instead
+    view_share.save(key, frame, time.time() - 5, 2.0)
+    with open(view_share._base(key) + ".json") as f:
+        meta = f.read()
+    with open(view_share._base(key) + ".json", "w") as f:
+        f.write(meta.replace(f'"pid": {os.getpid()}', '"pid": -1'))
+    assert view_share.load(key, 0.0, run_index._reread_after) is not None  # five seconds old: loaded

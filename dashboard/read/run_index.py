@@ -88,13 +88,18 @@ def get(experiment_ids: list[str], filter_string: str, build: Callable[[list], p
         else:
             _start_read(v, build)
     if update and v.ready and time.monotonic() - v.updated_at >= UPDATE_MIN_S:
-        if time.monotonic() - v.read_at > max(REREAD_S, REREAD_SHARE * v.read_s) and not v.reading:
+        if time.monotonic() - v.read_at > _reread_after(v.read_s) and not v.reading:
             if v.read_s <= SYNC_BUILD_S:
                 _read(v, build)
                 return v
             _start_read(v, build)
         _update(v, build)
     return v
+
+
+def _reread_after(read_s: float) -> float:
+    """Seconds after which a frame that took read_s to read is read again (and no longer shared)."""
+    return max(REREAD_S, REREAD_SHARE * read_s)
 
 
 def _start_read(v: View, build) -> None:
@@ -130,7 +135,7 @@ def _read(v: View, build, claimed: bool = False) -> None:
 
     try:
         # Another worker's read of the same view, when it has one newer than ours (or is reading it now).
-        frame, read_wall, read_s = view_share.read_once(v.key, v.read_wall, read_all)
+        frame, read_wall, read_s = view_share.read_once(v.key, v.read_wall, read_all, _reread_after)
         digest = _digest(frame)
         with v.lock:
             v.frame, v.version, v.read_s, v.error, v.digest = frame, v.version + 1, read_s, None, digest

@@ -33,14 +33,17 @@ def _base(key: tuple) -> str:
     return os.path.join(folder, hashlib.sha256(repr(key).encode()).hexdigest()[:24])
 
 
-def load(key: tuple, newer_than: float) -> tuple[pd.DataFrame, float, float] | None:
+def load(key: tuple, newer_than: float, fresh_for: Callable[[float], float] = lambda seconds: float("inf")
+         ) -> tuple[pd.DataFrame, float, float] | None:
     """(frame, began, seconds it took) of another process's read of the view that began after `newer_than`
-    (wall clock), or None.  A torn or foreign file is a miss."""
+    (wall clock) and is still fresh (younger than `fresh_for(seconds it took)`: a frame a dashboard that ran
+    yesterday left here is no read of today's store), or None.  A torn or foreign file is a miss."""
     try:
         base = _base(key)
         with open(base + ".json") as f:
             meta = json.load(f)
-        if meta["pid"] == os.getpid() or meta["began"] <= newer_than or meta["key"] != repr(key):
+        if meta["pid"] == os.getpid() or meta["began"] <= newer_than or meta["key"] != repr(key) \
+                or time.time() - meta["began"] > fresh_for(float(meta["seconds"])):
             return None
         frame = pd.read_parquet(base + ".parquet")
         if len(frame) != meta["rows"]:
@@ -92,15 +95,17 @@ def reading(key: tuple):
         os.close(fd)  # and with it the lock
 
 
-def read_once(key: tuple, newer_than: float, read: Callable[[], tuple[pd.DataFrame, float, float]]):
+def read_once(key: tuple, newer_than: float, read: Callable[[], tuple[pd.DataFrame, float, float]],
+              fresh_for: Callable[[float], float] = lambda seconds: float("inf")):
     """(frame, began, seconds) for a full read of the view: another process's, when one began after
-    `newer_than` (wall clock) or ends while this one waits, else `read()`'s, which is then shared."""
-    shared = load(key, newer_than)
+    `newer_than` (wall clock) and is fresh (see `load`) or ends while this one waits, else `read()`'s, which
+    is then shared."""
+    shared = load(key, newer_than, fresh_for)
     if shared is not None:
         return shared
     with reading(key) as first:
         if not first:
-            shared = load(key, newer_than)
+            shared = load(key, newer_than, fresh_for)
             if shared is not None:
                 return shared
         frame, began, seconds = read()
