@@ -45,10 +45,10 @@ app.clientside_callback(
 
 def _set_up_before_serving() -> None:
     """Dash finishes setting itself up on the first request (it registers the component scripts and takes in
-    the callbacks), and marks that done before doing it.  A threaded server (gunicorn's workers here, Flask's
-    dev server) takes several first requests at once, and one served before the setup ended got a 500 ("not a
-    registered library"), so the page never drew.  One request now, before any thread serves, does that setup
-    once; under `--preload` the workers inherit it."""
+    the callbacks), and marks that done before doing it.  A threaded server (the dashboard's own, or gunicorn
+    with --threads) takes several first requests at once, and one served before the setup ended got a 500 ("not
+    a registered library"), so the page never drew.  One request now, before any thread serves, does that setup
+    once; under gunicorn's `--preload` the workers inherit it."""
     with server.test_client() as client:
         client.get(app.config.requests_pathname_prefix + "_dash-layout")
 

@@ -7,9 +7,6 @@ import sys
 from dashboard.serving import auth
 
 
-THREADS = 4
-
-
 def gunicorn_argv(host: str, port: int, workers: int, log_level: str = "info") -> list[str]:
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     # Workers are separate processes: what one reads from the store the others find in dashboard.read.cache.
@@ -18,11 +15,7 @@ def gunicorn_argv(host: str, port: int, workers: int, log_level: str = "info") -
     # between two dashboards on one machine.
     # No request-line limit: a compare of 300 runs (compare_view.MAX_RUNS) is a 10 kB URL, past gunicorn's
     # 4 kB default and its 8 kB most; a reload or a shared link of it would get a bare 400.
-    # Threads in each worker (gthread): a page's light requests (its scripts, the table's blocks, the live
-    # tick) are answered while a slow one runs beside them, such as the runs page's figures, or the first
-    # read of a view of 100,000 runs, which takes minutes and would outlast --timeout in a one-request worker.
-    return [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(THREADS),
-            "--timeout", "120", "--preload",
+    return [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", "120", "--preload",
             "--no-control-socket", "--limit-request-line", "0", "--log-level", log_level, "dashboard.app:server"]
 
 

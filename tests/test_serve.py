@@ -158,23 +158,23 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_anything_starts(module, tmp
     assert "Dashboard:" not in done.stdout and "Training" not in done.stdout
 
 
-def test_fresh_workers_answer_their_first_requests_at_once_on_every_thread(tmp_path):
-    """Dash finishes its setup on a worker's first request, and a threaded worker takes several at once: from
-    the moment gunicorn listens, every request of a browser's first burst is answered, none with a 500 ("not a
-    registered library") while the setup is under way.  Without the setup before serving (dashboard.app) about
-    one start in three answered one of these with a 500."""
+def test_a_fresh_server_answers_its_first_requests_at_once_on_every_thread(tmp_path):
+    """Dash finishes its setup on a server's first request, and a threaded server (the dashboard's own, as
+    `python -m dashboard` runs it) takes several at once: from the moment it listens, every request of a
+    browser's first burst is answered, none with a 500 ("not a registered library") while the setup is under
+    way.  Without the setup before serving (dashboard.app) about one start in three answered one with a 500."""
     paths = ["/_dash-component-suites/dash_ag_grid/dash_ag_grid.min.js",
              "/_dash-component-suites/dash/dcc/dash_core_components.js", "/_dash-dependencies", "/_dash-layout"] * 8
     env = {**os.environ, "DASHBOARD_CACHE_DIR": str(tmp_path / "cache"), "DASHBOARD_USER": "", "DASHBOARD_PASSWORD": ""}
     for start in range(4):
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "dashboard.serve", "--port", str(port), "--workers", "2"],
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
 
         def first(path):
             deadline = time.time() + 120
-            while True:  # asked until the port listens: no readiness probe sets a worker up first
+            while True:  # asked until the port listens: no readiness probe sets the server up first
                 try:
                     return requests.get(f"http://127.0.0.1:{port}{path}", timeout=60).status_code
                 except requests.ConnectionError:

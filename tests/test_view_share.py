@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from dashboard.read import cache, run_index, store, view_share
 from dashboard.views import runs_view as V
 from tests.conftest import log_contract_run
+from training.location import tracking_uri
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_SEARCH = store.search_page
@@ -26,7 +27,9 @@ def sweep(tmp_path, monkeypatch):
     for i in range(6):
         log_contract_run(f"r{i}", {"test_acc": [0.1, 0.5 + i / 20]}, {"lr": 0.1 * (i + 1), "batch_size": 10},
                          experiment="share")
-    return MlflowClient().get_experiment_by_name("share").experiment_id
+    # The store log_contract_run wrote to (MLFLOW_TRACKING_URI), whatever mlflow.set_tracking_uri an earlier
+    # test in this session left behind: the dashboard and the other process read that one too.
+    return MlflowClient(tracking_uri()).get_experiment_by_name("share").experiment_id
 
 
 def other_worker(code: str) -> subprocess.Popen:
