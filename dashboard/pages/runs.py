@@ -329,7 +329,10 @@ def compare_link(selected, everything, experiment_id, filter_string):
           Input("runs-heat-x", "value"), Input("runs-heat-y", "value"), Input("runs-heat-metric", "value"),
           State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
 def heatmap(x, y, metric, experiment_id, filter_string):
-    frame = _frame(experiment_id, filter_string)
+    try:
+        frame = _frame(experiment_id, filter_string)
+    except store.StoreError:  # a view that cannot be read (its message is on the page): nothing to redraw
+        return no_update, no_update
     return V.heatmap_figure(frame, x, y, metric), _notes(frame, [x, y], metric)
 
 
@@ -346,7 +349,10 @@ def open_cell(click):
 def brushed(restyle, kept, experiment_id, filter_string):
     """Brushes on the parallel coordinates list the runs they keep, each a link (parcoords has no clicks)."""
     constraints = S.merge_constraints(kept, restyle)
-    frame = _frame(experiment_id, filter_string)
+    try:
+        frame = _frame(experiment_id, filter_string)
+    except store.StoreError:  # e.g. a figure of the last view, arriving after a bad filter was applied
+        return no_update, no_update
     ids = S.selected_runs(frame, V.varying_params(frame), constraints)
     return constraints, _selection(frame, ids)
 
@@ -369,5 +375,8 @@ def _selection(frame, ids):
 @callback(Output("runs-importance", "children"), Input("runs-heat-metric", "value"),
           State("runs-experiment", "value"), State("runs-filter", "value"), prevent_initial_call=True)
 def importance(metric, experiment_id, filter_string):
-    frame = _frame(experiment_id, filter_string)
+    try:
+        frame = _frame(experiment_id, filter_string)
+    except store.StoreError:
+        return no_update
     return I.section(frame, metric)
